@@ -1,0 +1,151 @@
+"""The one HTTP client every adapter uses: TLS policy, timeouts and the upstream error taxonomy.
+
+TLS is always verified against the system trust store plus an optional per-operator CA bundle, with
+TLS 1.2 as the minimum; plain `http://` is refused unless the operator is explicitly marked insecure
+(local testing only). Every failure becomes an `UpstreamError` with a stable code, so the scheduler
+can record it per operator and module and decide how long to back off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+# Codes of the upstream part of the error catalogue (gateway/errors.py lists all codes).
+UPSTREAM_TLS = "UPSTREAM_TLS"
+UPSTREAM_TIMEOUT = "UPSTREAM_TIMEOUT"
+UPSTREAM_UNAVAILABLE = "UPSTREAM_UNAVAILABLE"
+UPSTREAM_HTTP = "UPSTREAM_HTTP"
+UPSTREAM_AUTH = "UPSTREAM_AUTH"
+UPSTREAM_PROTOCOL = "UPSTREAM_PROTOCOL"
+UPSTREAM_RATE_LIMITED = "UPSTREAM_RATE_LIMITED"
+
+
+class UpstreamError(Exception):
+    """A failure talking to an operator, with a catalogue code and, for 429/503, a retry hint."""
+
+    def __init__(self, code: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass(slots=True)
+class Response:
+    """What adapters need of a response: status, headers and the decoded JSON body."""
+
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: Any
+    url: str
+
+
+def make_ssl_context(
+    ca_bundle: str | None = None, client_cert: tuple[str, str] | None = None
+) -> ssl.SSLContext:
+    """A verifying client context: system trust plus `ca_bundle`, TLS >= 1.2, optional client cert."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca_bundle:
+        ctx.load_verify_locations(cafile=ca_bundle)
+    if client_cert:
+        ctx.load_cert_chain(certfile=client_cert[0], keyfile=client_cert[1])
+    return ctx
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP-date; the scheduler's own backoff applies
+
+
+class HttpClient:
+    """A pooled aiohttp session bound to one operator's TLS settings."""
+
+    def __init__(
+        self,
+        *,
+        ca_bundle: str | None = None,
+        timeout: float = 30.0,
+        insecure_http: bool = False,
+        client_cert: tuple[str, str] | None = None,
+    ) -> None:
+        self._ssl = make_ssl_context(ca_bundle, client_cert)
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._insecure_http = insecure_http
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> HttpClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(ssl=self._ssl, limit=8)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, json_serialize=lambda o: orjson.dumps(o).decode()
+            )
+        return self._session
+
+    async def close(self) -> None:
+        """Release the connection pool."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def get_json(self, url: str, headers: dict[str, str] | None = None) -> Response:
+        """GET a URL and decode its JSON body, mapping every failure to an UpstreamError."""
+        if url.startswith("http://") and not self._insecure_http:
+            raise UpstreamError(UPSTREAM_TLS, f"refusing plain HTTP to {url}: TLS is required")
+        try:
+            async with self._get_session().get(url, headers=headers, allow_redirects=False) as resp:
+                raw = await resp.read()
+                hdrs = {k.lower(): v for k, v in resp.headers.items()}
+                status = resp.status
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise UpstreamError(
+                UPSTREAM_TLS, f"certificate not trusted for {url}: {exc.certificate_error}"
+            ) from exc
+        except aiohttp.ClientSSLError as exc:
+            raise UpstreamError(UPSTREAM_TLS, f"TLS handshake with {url} failed: {exc}") from exc
+        except ssl.SSLError as exc:
+            raise UpstreamError(UPSTREAM_TLS, f"TLS failure with {url}: {exc}") from exc
+        except TimeoutError as exc:
+            raise UpstreamError(
+                UPSTREAM_TIMEOUT, f"no answer from {url} within {self._timeout.total}s"
+            ) from exc
+        except aiohttp.ClientConnectionError as exc:
+            raise UpstreamError(UPSTREAM_UNAVAILABLE, f"cannot connect to {url}: {exc}") from exc
+        except asyncio.CancelledError:
+            raise
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(UPSTREAM_HTTP, f"HTTP failure with {url}: {exc}") from exc
+
+        if status in (401, 403):
+            raise UpstreamError(UPSTREAM_AUTH, f"{url} refused our credentials (HTTP {status})")
+        if status == 429:
+            raise UpstreamError(
+                UPSTREAM_RATE_LIMITED,
+                f"{url} asks us to slow down (HTTP 429)",
+                _retry_after(hdrs.get("retry-after")),
+            )
+        if status >= 400:
+            raise UpstreamError(
+                UPSTREAM_HTTP, f"{url} answered HTTP {status}", _retry_after(hdrs.get("retry-after"))
+            )
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(UPSTREAM_PROTOCOL, f"{url} did not return valid JSON: {exc}") from exc
+        return Response(status=status, headers=hdrs, body=body, url=url)

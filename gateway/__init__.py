@@ -1,0 +1,1 @@
+"""evgate's service layer: configuration, storage, ingest, polling, the ASGI app and the CLI."""

@@ -1,0 +1,104 @@
+"""Gateway configuration: a TOML file (`evgate serve --config FILE`) or built in code (the demo).
+
+Secrets may be given in the file or, better, through the environment (`EVGATE_ADMIN_TOKEN`,
+`EVGATE_PSEUDONYM_KEY`); they are never logged (`OperatorConfig.__repr__` hides the token).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adapters.model import MODULES
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SHARED = REPO_ROOT.parent / "shared"
+
+# How often each module is polled, in seconds: status changes often, tariffs rarely.
+DEFAULT_CADENCES: dict[str, float] = {"locations": 60.0, "sessions": 60.0, "cdrs": 300.0, "tariffs": 3600.0}
+
+
+def shared_dir() -> Path:
+    """The shared reference folder (boroughs, fixtures): `EVGATE_SHARED`, else `../shared`."""
+    return Path(os.environ.get("EVGATE_SHARED", str(DEFAULT_SHARED)))
+
+
+def default_boroughs_path() -> Path:
+    """The GLA London borough boundaries (33 boroughs, WGS84) from the shared folder."""
+    return shared_dir() / "data" / "london_boroughs_gla_wgs84.geojson"
+
+
+@dataclass
+class OperatorConfig:
+    """One operator: where to reach it, how to authenticate, how often to poll which module."""
+
+    id: str
+    name: str
+    versions_url: str
+    token: str = field(repr=False)
+    protocol: str = "ocpi"
+    token_encoding: str = "base64"  # noqa: S105 - "base64" (OCPI 2.2+) or "raw" (2.1.1 and many 2.2 servers)
+    ca_bundle: str | None = None  # PEM file trusted in addition to the system store
+    page_limit: int = 100
+    window: float = 86400.0  # the longest window one transaction covers, in seconds
+    backfill: float = 7 * 86400.0  # how far back the first run of a module reaches, in seconds
+    safety_lag: float = 0.0  # seconds kept back from "now" for records committed late upstream
+    cadences: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_CADENCES))
+    modules: tuple[str, ...] = MODULES
+    timeout: float = 30.0
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> OperatorConfig:
+        """Build from a TOML table, validating the few values that have a fixed vocabulary."""
+        data = dict(raw)
+        cadences = dict(DEFAULT_CADENCES)
+        cadences.update({k: float(v) for k, v in data.pop("cadence", {}).items()})
+        data["cadences"] = cadences
+        if "modules" in data:
+            unknown = set(data["modules"]) - set(MODULES)
+            if unknown:
+                raise ValueError(f"operator {data.get('id')}: unknown modules {sorted(unknown)}")
+            data["modules"] = tuple(data["modules"])
+        if data.get("token_encoding", "base64") not in ("base64", "raw"):
+            raise ValueError(f"operator {data.get('id')}: token_encoding must be 'base64' or 'raw'")
+        return cls(**data)
+
+
+@dataclass
+class GatewayConfig:
+    """The whole gateway: database, HTTP listener, secrets, operators."""
+
+    database_url: str = "sqlite://evgate.sqlite3"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    admin_token: str | None = field(default=None, repr=False)
+    pseudonym_key: str = field(default="", repr=False)
+    boroughs_geojson: str | None = None
+    operators: list[OperatorConfig] = field(default_factory=list)
+    poll: bool = True
+
+    @classmethod
+    def load(cls, path: str | Path) -> GatewayConfig:
+        """Read a TOML file; environment variables override the secrets in it."""
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+        gw = dict(raw.get("gateway", {}))
+        operators = [OperatorConfig.from_dict(o) for o in raw.get("operators", [])]
+        cfg = cls(**gw, operators=operators)
+        return cfg.with_env()
+
+    def with_env(self) -> GatewayConfig:
+        """Apply `EVGATE_*` environment overrides for secrets and the database URL."""
+        self.admin_token = os.environ.get("EVGATE_ADMIN_TOKEN", self.admin_token)
+        self.pseudonym_key = os.environ.get("EVGATE_PSEUDONYM_KEY", self.pseudonym_key)
+        self.database_url = os.environ.get("EVGATE_DATABASE_URL", self.database_url)
+        if not self.pseudonym_key:
+            raise ValueError("a pseudonym key is required (EVGATE_PSEUDONYM_KEY or gateway.pseudonym_key)")
+        return self
+
+    def boroughs_path(self) -> Path:
+        """The borough boundaries file to load at start."""
+        return Path(self.boroughs_geojson) if self.boroughs_geojson else default_boroughs_path()

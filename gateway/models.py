@@ -1,0 +1,251 @@
+"""The stored, normalised model (tortoise-orm), the same on SQLite and PostgreSQL.
+
+Keys are deterministic strings built from the operator id and the operator's own identifiers
+(`gateway.keys`), so that ingest is a plain idempotent upsert on the primary key and children
+(EVSEs, connectors) can be written in bulk without first reading back generated ids.
+Every operator-sourced row carries its provenance (operator, protocol, source id, fetched at,
+last updated).
+"""
+
+from __future__ import annotations
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class Provenance(Model):
+    """Where a row came from and how fresh it is."""
+
+    operator_id = fields.CharField(max_length=64, db_index=True)
+    protocol = fields.CharField(max_length=16)
+    source_id = fields.CharField(max_length=128)
+    fetched_at = fields.DatetimeField()
+    last_updated = fields.DatetimeField(db_index=True)
+
+    class Meta:
+        abstract = True
+
+
+class Operator(Model):
+    """A charge point operator whose API the gateway polls (credentials live in configuration)."""
+
+    id = fields.CharField(pk=True, max_length=64)
+    name = fields.CharField(max_length=200)
+    protocol = fields.CharField(max_length=16)
+    base_url = fields.CharField(max_length=500)
+    cadences = fields.JSONField(default=dict)  # module -> seconds
+    agreement = fields.JSONField(default=dict)  # data-sharing agreement, see DESIGN.md
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "operator"
+
+
+class Borough(Model):
+    """A London borough (GSS code), with its boundary as GeoJSON for point-in-polygon."""
+
+    gss_code = fields.CharField(pk=True, max_length=9)
+    name = fields.CharField(max_length=100)
+    geometry = fields.JSONField()
+
+    class Meta:
+        table = "borough"
+
+
+class Location(Provenance):
+    """A site with one or more EVSEs."""
+
+    id = fields.CharField(pk=True, max_length=200)
+    country_code = fields.CharField(max_length=2, null=True)
+    party_id = fields.CharField(max_length=3, null=True)
+    publish = fields.BooleanField(default=True)
+    name = fields.CharField(max_length=255, null=True)
+    address = fields.CharField(max_length=255)
+    city = fields.CharField(max_length=100)
+    postal_code = fields.CharField(max_length=16, null=True)
+    country = fields.CharField(max_length=3)
+    latitude = fields.FloatField(db_index=True)
+    longitude = fields.FloatField(db_index=True)
+    borough_code = fields.CharField(max_length=9, null=True, db_index=True)
+    parking_type = fields.CharField(max_length=32, null=True)
+    time_zone = fields.CharField(max_length=64, null=True)
+    opening_times = fields.JSONField(null=True)
+    facilities = fields.JSONField(default=list)
+    operator_name = fields.CharField(max_length=200, null=True)
+
+    class Meta:
+        table = "location"
+
+
+class Evse(Provenance):
+    """A charge point; its live status is the latest StatusObservation."""
+
+    id = fields.CharField(pk=True, max_length=300)
+    location_id = fields.CharField(max_length=200, db_index=True)
+    uid = fields.CharField(max_length=64)
+    evse_id = fields.CharField(max_length=64, null=True)
+    status = fields.CharField(max_length=16)
+    status_since = fields.DatetimeField()
+    capabilities = fields.JSONField(default=list)
+    floor_level = fields.CharField(max_length=8, null=True)
+    physical_reference = fields.CharField(max_length=32, null=True)
+    latitude = fields.FloatField(null=True)
+    longitude = fields.FloatField(null=True)
+
+    class Meta:
+        table = "evse"
+
+
+class Connector(Provenance):
+    """A plug or socket of an EVSE."""
+
+    id = fields.CharField(pk=True, max_length=400)
+    evse_id = fields.CharField(max_length=300, db_index=True)
+    standard = fields.CharField(max_length=32)
+    # Nullable because real payloads omit them (see adapters.model.ConnectorRecord).
+    format = fields.CharField(max_length=8, null=True)
+    power_type = fields.CharField(max_length=20, null=True)
+    max_voltage = fields.IntField(null=True)
+    max_amperage = fields.IntField(null=True)
+    max_power_kw = fields.FloatField(null=True)
+    tariff_ids = fields.JSONField(default=list)
+
+    class Meta:
+        table = "connector"
+
+
+class StatusObservation(Model):
+    """An EVSE's status from `since` until the next observation of the same EVSE (append-only).
+
+    The end of a stretch is derived (the next row's `since`, SQL `LEAD`), never updated in place,
+    so ingest only ever inserts history.
+    """
+
+    id = fields.BigIntField(pk=True)
+    evse_id = fields.CharField(max_length=300, db_index=True)
+    status = fields.CharField(max_length=16)
+    since = fields.DatetimeField()
+
+    class Meta:
+        table = "status_observation"
+
+
+class Tariff(Provenance):
+    """A price list (OPEN data: tariffs are public under the 2023 regulations)."""
+
+    id = fields.CharField(pk=True, max_length=200)
+    currency = fields.CharField(max_length=3)
+    type = fields.CharField(max_length=20, null=True)
+    alt_text = fields.JSONField(default=list)
+    alt_url = fields.CharField(max_length=500, null=True)
+    min_price_excl_vat = fields.FloatField(null=True)
+    max_price_excl_vat = fields.FloatField(null=True)
+    elements = fields.JSONField(default=list)
+    start = fields.DatetimeField(null=True)
+    end = fields.DatetimeField(null=True)
+    energy_mix = fields.JSONField(null=True)
+
+    class Meta:
+        table = "tariff"
+
+
+class Session(Provenance):
+    """A charging session (USAGE data; its cost is COMMERCIAL; its token only a pseudonym)."""
+
+    id = fields.CharField(pk=True, max_length=200)
+    location_id = fields.CharField(max_length=200, db_index=True)
+    evse_id = fields.CharField(max_length=300, null=True, db_index=True)
+    connector_id = fields.CharField(max_length=400, null=True)
+    borough_code = fields.CharField(max_length=9, null=True, db_index=True)
+    start = fields.DatetimeField(db_index=True)
+    end = fields.DatetimeField(null=True)
+    kwh = fields.FloatField()
+    status = fields.CharField(max_length=16)
+    auth_method = fields.CharField(max_length=16, null=True)
+    token_pseudonym = fields.CharField(max_length=64, null=True)
+    currency = fields.CharField(max_length=3, null=True)
+    total_cost_excl_vat = fields.FloatField(null=True)
+    total_cost_incl_vat = fields.FloatField(null=True)
+
+    class Meta:
+        table = "charging_session"
+
+
+class Cdr(Provenance):
+    """A charge detail record: the final, priced session (credit CDRs included)."""
+
+    id = fields.CharField(pk=True, max_length=200)
+    session_id = fields.CharField(max_length=200, null=True, db_index=True)
+    location_id = fields.CharField(max_length=200, db_index=True)
+    evse_id = fields.CharField(max_length=300, null=True)
+    connector_id = fields.CharField(max_length=400, null=True)
+    borough_code = fields.CharField(max_length=9, null=True, db_index=True)
+    start = fields.DatetimeField(db_index=True)
+    end = fields.DatetimeField()
+    total_energy = fields.FloatField()
+    total_time = fields.FloatField()
+    total_parking_time = fields.FloatField(null=True)
+    currency = fields.CharField(max_length=3)
+    total_cost_excl_vat = fields.FloatField()
+    total_cost_incl_vat = fields.FloatField(null=True)
+    credit = fields.BooleanField(default=False)
+    credit_reference_id = fields.CharField(max_length=64, null=True)
+    auth_method = fields.CharField(max_length=16, null=True)
+    token_pseudonym = fields.CharField(max_length=64, null=True)
+    tariff_ids = fields.JSONField(default=list)
+
+    class Meta:
+        table = "cdr"
+
+
+class SyncState(Model):
+    """Per operator and module: the cursor (end of the last fully ingested window) and health."""
+
+    id = fields.CharField(pk=True, max_length=100)
+    operator_id = fields.CharField(max_length=64, db_index=True)
+    module = fields.CharField(max_length=16)
+    cursor = fields.DatetimeField(null=True)
+    last_attempt = fields.DatetimeField(null=True)
+    last_success = fields.DatetimeField(null=True)
+    last_error_code = fields.CharField(max_length=32, null=True)
+    last_error_message = fields.TextField(null=True)
+    records_ingested = fields.BigIntField(default=0)
+    records_quarantined = fields.BigIntField(default=0)
+
+    class Meta:
+        table = "sync_state"
+
+
+class Event(Model):
+    """The event log: the source of truth for streams, read by cursor (monotonic id)."""
+
+    id = fields.BigIntField(pk=True)
+    kind = fields.CharField(max_length=32, db_index=True)
+    operator_id = fields.CharField(max_length=64, db_index=True)
+    borough_code = fields.CharField(max_length=9, null=True)
+    subject_id = fields.CharField(max_length=400)
+    payload = fields.JSONField()
+    created_at = fields.DatetimeField()
+
+    class Meta:
+        table = "event"
+
+
+class QuarantinedRecord(Model):
+    """An operator record that failed validation, kept with its reason and raw JSON.
+
+    The id is a digest of (operator, module, raw JSON), so that re-crawling a window does not
+    quarantine the same record twice.
+    """
+
+    id = fields.CharField(pk=True, max_length=64)
+    operator_id = fields.CharField(max_length=64, db_index=True)
+    module = fields.CharField(max_length=16)
+    source_id = fields.CharField(max_length=128, null=True)
+    code = fields.CharField(max_length=32)
+    reason = fields.TextField()
+    raw = fields.TextField()
+    fetched_at = fields.DatetimeField()
+
+    class Meta:
+        table = "quarantined_record"

@@ -1,0 +1,172 @@
+"""The poll scheduler: per operator and module, catch up from the cursor in committed windows.
+
+A run covers [cursor, operator now) in windows of bounded length; each window is crawled page by
+page and committed with its new cursor in one transaction before the next starts, so a crash
+re-crawls at most one window and an outage is caught up from the cursor when the operator returns.
+Modules run at their own cadence with splay; failures back off exponentially with jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from tortoise.transactions import in_transaction
+
+from adapters.http import UpstreamError
+from adapters.model import Module
+from adapters.ocpi import OcpiAdapter
+from gateway.config import OperatorConfig
+from gateway.ingest import Ingestor, IngestResult
+from gateway.models import SyncState
+
+log = logging.getLogger("evgate.scheduler")
+
+# Modules whose first run crawls everything the operator has (no lower bound): the current state
+# of sites and prices matters whatever their age. Sessions and CDRs start `backfill` back.
+FULL_FIRST_RUN = {"locations", "tariffs"}
+BACKOFF_BASE = 2.0
+BACKOFF_CAP = 300.0
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _floor_second(t: datetime) -> datetime:
+    return t.replace(microsecond=0)
+
+
+def backoff_delay(failures: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+    """Seconds to wait after `failures` consecutive failures: exponential, jittered, capped.
+
+    An operator's `Retry-After` wins when it asks for longer.
+    """
+    rng = rng or random.Random()
+    delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, failures - 1)) * rng.uniform(0.5, 1.5)
+    return max(delay, retry_after or 0.0)
+
+
+@dataclass
+class RunResult:
+    """What one catch-up run of one module did."""
+
+    windows: int
+    ingest: IngestResult
+    cursor: datetime | None
+
+
+def state_id(operator_id: str, module: str) -> str:
+    """The SyncState key of an operator's module."""
+    return f"{operator_id}:{module}"
+
+
+class OperatorPoller:
+    """Polls every configured module of one operator."""
+
+    def __init__(self, config: OperatorConfig, adapter: OcpiAdapter, ingestor: Ingestor) -> None:
+        self.config = config
+        self.adapter = adapter
+        self.ingestor = ingestor
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _state(self, module: str) -> SyncState:
+        state, _ = await SyncState.get_or_create(
+            id=state_id(self.config.id, module), defaults={"operator_id": self.config.id, "module": module}
+        )
+        return state
+
+    async def _window_end(self) -> datetime:
+        """The operator's now (from its envelope timestamp), less the configured safety lag."""
+        asked = _utcnow()
+        server = await self.adapter.server_now()
+        now = server if server is not None else asked
+        return _floor_second(now - timedelta(seconds=self.config.safety_lag))
+
+    async def sync_module(self, module: Module) -> RunResult:
+        """One catch-up run of a module, from its cursor to the operator's now.
+
+        Raises UpstreamError after recording it in the module's sync state; windows committed
+        before the failure stay committed.
+        """
+        state = await self._state(module)
+        total = IngestResult()
+        windows = 0
+        try:
+            upper = await self._window_end()
+            cursor = state.cursor
+            if cursor is None and module not in FULL_FIRST_RUN:
+                cursor = _floor_second(upper - timedelta(seconds=self.config.backfill))
+            while True:
+                if cursor is not None and cursor >= upper:
+                    break
+                end = upper if cursor is None else min(upper, cursor + timedelta(seconds=self.config.window))
+                total.add(await self._ingest_window(state, module, cursor, end))
+                windows += 1
+                cursor = end
+        except UpstreamError as exc:
+            await SyncState.filter(id=state.id).update(
+                last_attempt=_utcnow(), last_error_code=exc.code, last_error_message=exc.message[:2000]
+            )
+            log.warning("%s %s: %s", self.config.id, module, exc)
+            raise
+        await SyncState.filter(id=state.id).update(last_attempt=_utcnow())
+        return RunResult(windows=windows, ingest=total, cursor=cursor)
+
+    async def _ingest_window(
+        self, state: SyncState, module: Module, start: datetime | None, end: datetime
+    ) -> IngestResult:
+        """Crawl one window and commit its records with the new cursor, all or nothing."""
+        result = IngestResult()
+        async with in_transaction() as conn:
+            async for page in self.adapter.crawl(module, start, end):
+                result.add(await self.ingestor.ingest_page(page, conn))
+            now = _utcnow()
+            state.cursor = end
+            state.last_success = now
+            state.last_attempt = now
+            state.last_error_code = None
+            state.last_error_message = None
+            state.records_ingested += result.written
+            state.records_quarantined += result.quarantined
+            await state.save(using_db=conn)
+        return result
+
+    def start(self) -> None:
+        """Start one background loop per module."""
+        for module in self.config.modules:
+            self._tasks.append(
+                asyncio.create_task(self._loop(module), name=f"poll:{self.config.id}:{module}")
+            )
+
+    async def stop(self) -> None:
+        """Cancel the loops and wait for them to finish."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def _loop(self, module: Module) -> None:
+        cadence = self.config.cadences.get(module, 300.0)
+        rng = random.Random()
+        # Splay: operators and modules do not all fire at once, but the first run comes soon.
+        await asyncio.sleep(rng.uniform(0, min(cadence * 0.1, 5.0)))
+        failures = 0
+        while True:
+            try:
+                await self.sync_module(module)
+                failures = 0
+                delay = cadence * rng.uniform(0.9, 1.1)
+            except UpstreamError as exc:
+                failures += 1
+                delay = backoff_delay(failures, exc.retry_after, rng)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not stop polling of every other module
+                log.exception("%s %s: unexpected failure", self.config.id, module)
+                failures += 1
+                delay = backoff_delay(failures, None, rng)
+            await asyncio.sleep(delay)

@@ -1,0 +1,1 @@
+"""The strawberry GraphQL schema: types, queries, filters, DataLoaders and the permission directive."""

@@ -1,0 +1,1 @@
+"""Operator simulators served over HTTPS on loopback, deterministic from a seed."""
