@@ -46,9 +46,7 @@ class Response:
     url: str
 
 
-def make_ssl_context(
-    ca_bundle: str | None = None, client_cert: tuple[str, str] | None = None
-) -> ssl.SSLContext:
+def make_ssl_context(ca_bundle: str | None = None, client_cert: tuple[str, str] | None = None) -> ssl.SSLContext:
     """A verifying client context: system trust plus `ca_bundle`, TLS >= 1.2, optional client cert."""
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -114,17 +112,13 @@ class HttpClient:
                 hdrs = {k.lower(): v for k, v in resp.headers.items()}
                 status = resp.status
         except aiohttp.ClientConnectorCertificateError as exc:
-            raise UpstreamError(
-                UPSTREAM_TLS, f"certificate not trusted for {url}: {exc.certificate_error}"
-            ) from exc
+            raise UpstreamError(UPSTREAM_TLS, f"certificate not trusted for {url}: {exc.certificate_error}") from exc
         except aiohttp.ClientSSLError as exc:
             raise UpstreamError(UPSTREAM_TLS, f"TLS handshake with {url} failed: {exc}") from exc
         except ssl.SSLError as exc:
             raise UpstreamError(UPSTREAM_TLS, f"TLS failure with {url}: {exc}") from exc
         except TimeoutError as exc:
-            raise UpstreamError(
-                UPSTREAM_TIMEOUT, f"no answer from {url} within {self._timeout.total}s"
-            ) from exc
+            raise UpstreamError(UPSTREAM_TIMEOUT, f"no answer from {url} within {self._timeout.total}s") from exc
         except aiohttp.ClientConnectionError as exc:
             raise UpstreamError(UPSTREAM_UNAVAILABLE, f"cannot connect to {url}: {exc}") from exc
         except asyncio.CancelledError:
@@ -141,9 +135,7 @@ class HttpClient:
                 _retry_after(hdrs.get("retry-after")),
             )
         if status >= 400:
-            raise UpstreamError(
-                UPSTREAM_HTTP, f"{url} answered HTTP {status}", _retry_after(hdrs.get("retry-after"))
-            )
+            raise UpstreamError(UPSTREAM_HTTP, f"{url} answered HTTP {status}", _retry_after(hdrs.get("retry-after")))
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

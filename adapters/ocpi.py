@@ -100,9 +100,7 @@ class OcpiAdapter:
         code = body.get("status_code")
         if not isinstance(code, int) or not 1000 <= code < 2000:
             message = body.get("status_message") or ""
-            error = (
-                UPSTREAM_PROTOCOL if isinstance(code, int) and 2000 <= code < 3000 else UPSTREAM_UNAVAILABLE
-            )
+            error = UPSTREAM_PROTOCOL if isinstance(code, int) and 2000 <= code < 3000 else UPSTREAM_UNAVAILABLE
             raise UpstreamError(error, f"{resp.url}: OCPI status {code} {message}".strip())
         return body.get("data")
 
@@ -116,9 +114,7 @@ class OcpiAdapter:
         offered = {str(v.get("version")): v.get("url") for v in versions if isinstance(v, dict)}
         chosen = next((v for v in PREFERRED_VERSIONS if offered.get(v)), None)
         if chosen is None:
-            raise UpstreamError(
-                UPSTREAM_PROTOCOL, f"no supported OCPI version offered (got {sorted(offered)})"
-            )
+            raise UpstreamError(UPSTREAM_PROTOCOL, f"no supported OCPI version offered (got {sorted(offered)})")
         details = self._unwrap(await self._get(urljoin(self._versions_url, offered[chosen])))
         if not isinstance(details, dict) or not isinstance(details.get("endpoints"), list):
             raise UpstreamError(UPSTREAM_PROTOCOL, "version details carry no endpoints")
@@ -142,9 +138,7 @@ class OcpiAdapter:
         self._unwrap(await self._get(self._versions_url))
         return self.last_server_time
 
-    async def crawl(
-        self, module: Module, date_from: datetime | None, date_to: datetime
-    ) -> AsyncIterator[Page]:
+    async def crawl(self, module: Module, date_from: datetime | None, date_to: datetime) -> AsyncIterator[Page]:
         """Every page of a module in [date_from, date_to), in server order.
 
         When `X-Total-Count` drops between pages, objects moved out of the window and the
@@ -175,9 +169,7 @@ class OcpiAdapter:
             if data is None:
                 data = []
             if not isinstance(data, list):
-                raise UpstreamError(
-                    UPSTREAM_PROTOCOL, f"{resp.url}: a list endpoint returned {type(data).__name__}"
-                )
+                raise UpstreamError(UPSTREAM_PROTOCOL, f"{resp.url}: a list endpoint returned {type(data).__name__}")
             total = _int_header(resp.headers, "x-total-count")
             page = self._parse_page(module, data)
             page.total_count = total
@@ -191,9 +183,7 @@ class OcpiAdapter:
                 if corrected is None:
                     restarts += 1
                     if restarts > MAX_RESTARTS:
-                        raise UpstreamError(
-                            UPSTREAM_PROTOCOL, "X-Total-Count kept dropping; window not stable"
-                        )
+                        raise UpstreamError(UPSTREAM_PROTOCOL, "X-Total-Count kept dropping; window not stable")
                     following, total = first_url, None
                 else:
                     following = corrected

@@ -110,10 +110,11 @@ def _price(value: Any, field: str) -> Price | None:
 
 
 def _coordinates(value: Any, where: str) -> tuple[float, float]:
-    """(latitude, longitude) from a GeoLocation, with swapped pairs put right.
+    """(latitude, longitude) from a GeoLocation, with provably swapped pairs put right.
 
-    The specification's own CDR example swaps them; a latitude outside +-90 with a longitude
-    inside it can only be a swap, so it is corrected rather than quarantined.
+    A latitude outside +-90 with a longitude inside it can only be a swap, so it is corrected
+    rather than quarantined. (The specification's CDR example swaps a pair that stays in range,
+    which nothing can detect.)
     """
     if not isinstance(value, dict):
         raise RecordError(f"{where}coordinates: required GeoLocation missing")
@@ -138,8 +139,8 @@ def _list(obj: dict[str, Any], field: str) -> list[Any]:
     return value
 
 
-def parse_connector(obj: Any, where: str = "") -> ConnectorRecord:
-    """One Connector object."""
+def parse_connector(obj: Any, where: str = "", parent_updated: datetime | None = None) -> ConnectorRecord:
+    """One Connector object; without its own `last_updated` it takes its EVSE's."""
     if not isinstance(obj, dict):
         raise RecordError(f"{where}connector: expected an object")
     cid = _str(obj, "id", where)
@@ -156,7 +157,9 @@ def parse_connector(obj: Any, where: str = "") -> ConnectorRecord:
         max_amperage=_opt_int(obj, "max_amperage", here) or _opt_int(obj, "amperage", here),
         max_electric_power=_opt_int(obj, "max_electric_power", here),
         tariff_ids=tariff_ids,
-        last_updated=parse_datetime(_required(obj, "last_updated", here), f"{here}last_updated"),
+        last_updated=parent_updated
+        if obj.get("last_updated") is None and parent_updated is not None
+        else parse_datetime(_required(obj, "last_updated", here), f"{here}last_updated"),
     )
 
 
@@ -166,7 +169,8 @@ def parse_evse(obj: Any, where: str = "") -> EvseRecord:
         raise RecordError(f"{where}evse: expected an object")
     uid = _str(obj, "uid", where)
     here = f"{where}evse {uid}: "
-    connectors = [parse_connector(c, here) for c in _list(obj, "connectors")]
+    updated = parse_datetime(_required(obj, "last_updated", here), f"{here}last_updated")
+    connectors = [parse_connector(c, here, updated) for c in _list(obj, "connectors")]
     lat = lon = None
     if isinstance(obj.get("coordinates"), dict):
         lat, lon = _coordinates(obj["coordinates"], here)
@@ -180,7 +184,7 @@ def parse_evse(obj: Any, where: str = "") -> EvseRecord:
         physical_reference=_opt_str(obj, "physical_reference"),
         latitude=lat,
         longitude=lon,
-        last_updated=parse_datetime(_required(obj, "last_updated", here), f"{here}last_updated"),
+        last_updated=updated,
     )
 
 
@@ -263,9 +267,7 @@ def parse_cdr(obj: dict[str, Any]) -> CdrRecord:
         end=parse_datetime(end, "end_date_time"),
         total_energy=_number(obj, "total_energy"),
         total_time=_number(obj, "total_time"),
-        total_parking_time=None
-        if obj.get("total_parking_time") is None
-        else float(obj["total_parking_time"]),
+        total_parking_time=None if obj.get("total_parking_time") is None else float(obj["total_parking_time"]),
         currency=_str(obj, "currency"),
         total_cost=total_cost,
         credit=credit,

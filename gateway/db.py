@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from tortoise import Tortoise
+from tortoise.backends.base import executor
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 MODELS_MODULE = "gateway.models"
@@ -13,7 +14,13 @@ MODELS_MODULE = "gateway.models"
 
 async def init_db(database_url: str, *, create: bool = True) -> None:
     """Connect and (by default) create missing tables; safe to call on an existing database."""
-    await Tortoise.init(db_url=database_url, modules={"models": [MODELS_MODULE]})
+    # tortoise caches each table's INSERT statement per connection name, in the placeholder style of
+    # the first database seen; a process that moves from SQLite to PostgreSQL (the test suite, the
+    # benchmarks) must start from an empty cache.
+    executor.EXECUTOR_CACHE.clear()
+    # The global fallback makes the connection visible to every task, not only to the one that ran
+    # init: uvicorn runs the lifespan (which calls this) and each request in different tasks.
+    await Tortoise.init(db_url=database_url, modules={"models": [MODELS_MODULE]}, _enable_global_fallback=True)
     if create:
         await Tortoise.generate_schemas(safe=True)
     if database_url.startswith("sqlite"):

@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -29,6 +29,7 @@ from adapters.model import (
     TariffRecord,
 )
 from gateway import keys
+from gateway.bulk import BulkWriter
 from gateway.geo import BoroughIndex
 from gateway.models import (
     Cdr,
@@ -42,9 +43,6 @@ from gateway.models import (
     Tariff,
 )
 from gateway.pseudonym import Pseudonymizer
-
-BATCH = 500
-M = TypeVar("M", bound=Model)
 
 SESSION_FINAL = {"COMPLETED": "session.completed", "INVALID": "session.aborted"}
 
@@ -67,26 +65,28 @@ class IngestResult:
             self.by_kind[kind] = self.by_kind.get(kind, 0) + n
 
 
-def _update_fields(model: type[Model]) -> list[str]:
-    pk = model._meta.pk_attr
-    return [name for name in model._meta.db_fields if name != pk]
+# One prepared writer per table. Locations, EVSEs and connectors are replaced whenever the
+# location is newer (an EVSE's own last_updated may lag its location's), so they are unguarded;
+# sessions, CDRs and tariffs are guarded by last_updated in the database itself.
+WRITERS: dict[type[Model], BulkWriter] = {
+    Location: BulkWriter(Location, upsert=True),
+    Evse: BulkWriter(Evse, upsert=True, guard=None),
+    Connector: BulkWriter(Connector, upsert=True, guard=None),
+    Session: BulkWriter(Session, upsert=True),
+    Cdr: BulkWriter(Cdr, upsert=True),
+    Tariff: BulkWriter(Tariff, upsert=True),
+    StatusObservation: BulkWriter(StatusObservation, upsert=False),
+    Event: BulkWriter(Event, upsert=False),
+    QuarantinedRecord: BulkWriter(QuarantinedRecord, upsert=False),
+}
 
 
-async def upsert(model: type[M], rows: Sequence[M], conn: BaseDBAsyncClient) -> None:
-    """Insert rows, replacing every column of rows whose primary key already exists."""
-    if rows:
-        await model.bulk_create(
-            rows,
-            batch_size=BATCH,
-            on_conflict=[model._meta.pk_attr],
-            update_fields=_update_fields(model),
-            using_db=conn,
-        )
+async def upsert(model: type[Model], rows: Sequence[dict[str, Any]], conn: BaseDBAsyncClient) -> None:
+    """Write rows of `model` (dicts of field values) with its prepared writer."""
+    await WRITERS[model].write(rows, conn)
 
 
-async def _stored_versions(
-    model: type[Model], ids: Iterable[str], conn: BaseDBAsyncClient
-) -> dict[str, dict]:
+async def _stored_versions(model: type[Model], ids: Iterable[str], conn: BaseDBAsyncClient) -> dict[str, dict]:
     """id -> stored row (as a dict of a few columns) for the ids that exist."""
     ids = list(ids)
     if not ids:
@@ -152,8 +152,8 @@ class Ingestor:
 
     def _event(
         self, kind: str, subject: str, borough: str | None, payload: dict[str, Any], now: datetime
-    ) -> Event:
-        return Event(
+    ) -> dict[str, Any]:
+        return dict(
             kind=kind,
             operator_id=self.operator_id,
             borough_code=borough,
@@ -182,32 +182,28 @@ class Ingestor:
             result.add(await handlers[rtype](recs, conn, fetched_at))
         return result
 
-    async def quarantine(
-        self, invalid: Sequence[InvalidRecord], conn: BaseDBAsyncClient, fetched_at: datetime
-    ) -> int:
+    async def quarantine(self, invalid: Sequence[InvalidRecord], conn: BaseDBAsyncClient, fetched_at: datetime) -> int:
         """Keep invalid records with their reason and raw JSON; returns how many were new."""
         if not invalid:
             return 0
         rows = {
-            qid: QuarantinedRecord(
+            qid: dict(
                 id=qid,
                 operator_id=self.operator_id,
                 module=bad.module,
                 source_id=bad.source_id,
                 code=bad.code,
                 reason=bad.reason,
-                raw=orjson.dumps(bad.raw).decode(),
+                raw_json=orjson.dumps(bad.raw).decode(),
                 fetched_at=fetched_at,
             )
             for bad in invalid
             if (qid := quarantine_id(self.operator_id, bad.module, bad.raw))
         }
-        existing = set(
-            await QuarantinedRecord.filter(id__in=list(rows)).using_db(conn).values_list("id", flat=True)
-        )
+        existing = set(await QuarantinedRecord.filter(id__in=list(rows)).using_db(conn).values_list("id", flat=True))
         fresh = [row for qid, row in rows.items() if qid not in existing]
         if fresh:
-            await QuarantinedRecord.bulk_create(fresh, batch_size=BATCH, using_db=conn)
+            await upsert(QuarantinedRecord, fresh, conn)
         return len(fresh)
 
     async def _locations(self, recs: list[Record], conn: BaseDBAsyncClient, now: datetime) -> IngestResult:
@@ -221,7 +217,7 @@ class Ingestor:
         for key, loc in todo.items():
             borough = self.boroughs.locate(loc.longitude, loc.latitude) if self.boroughs else None
             locations.append(
-                Location(
+                dict(
                     id=key,
                     **self._prov(loc.source_id, loc.last_updated, now),
                     country_code=loc.country_code,
@@ -247,7 +243,7 @@ class Ingestor:
                 evses.append((ekey, key, borough, evse))
                 for con in evse.connectors:
                     connectors.append(
-                        Connector(
+                        dict(
                             id=keys.connector_key(ekey, con.source_id),
                             **self._prov(con.source_id, con.last_updated, now),
                             evse_id=ekey,
@@ -274,7 +270,7 @@ class Ingestor:
             changed = old is None or old["status"] != evse.status
             since = evse.last_updated if changed else old["status_since"]  # type: ignore[index]
             evse_rows.append(
-                Evse(
+                dict(
                     id=ekey,
                     **self._prov(evse.uid, evse.last_updated, now),
                     location_id=lkey,
@@ -290,7 +286,7 @@ class Ingestor:
                 )
             )
             if changed:
-                history.append(StatusObservation(evse_id=ekey, status=evse.status, since=evse.last_updated))
+                history.append(dict(evse_id=ekey, status=evse.status, since=evse.last_updated))
                 events.append(
                     self._event(
                         "evse.status_changed",
@@ -310,27 +306,21 @@ class Ingestor:
         await upsert(Evse, evse_rows, conn)
         await upsert(Connector, connectors, conn)
         if history:
-            await StatusObservation.bulk_create(history, batch_size=BATCH, using_db=conn)
+            await upsert(StatusObservation, history, conn)
         await self._append_events(events, conn, result)
         result.written = len(locations)
         return result
 
-    async def _append_events(
-        self, events: list[Event], conn: BaseDBAsyncClient, result: IngestResult
-    ) -> None:
+    async def _append_events(self, events: list[dict[str, Any]], conn: BaseDBAsyncClient, result: IngestResult) -> None:
         if not events:
             return
-        await Event.bulk_create(events, batch_size=BATCH, using_db=conn)
+        await upsert(Event, events, conn)
         result.events += len(events)
         for ev in events:
-            result.by_kind[ev.kind] = result.by_kind.get(ev.kind, 0) + 1
+            result.by_kind[ev["kind"]] = result.by_kind.get(ev["kind"], 0) + 1
 
-    async def _borough_of_locations(
-        self, location_keys: set[str], conn: BaseDBAsyncClient
-    ) -> dict[str, str | None]:
-        rows = (
-            await Location.filter(id__in=list(location_keys)).using_db(conn).values_list("id", "borough_code")
-        )
+    async def _borough_of_locations(self, location_keys: set[str], conn: BaseDBAsyncClient) -> dict[str, str | None]:
+        rows = await Location.filter(id__in=list(location_keys)).using_db(conn).values_list("id", "borough_code")
         return dict(rows)  # type: ignore[arg-type]
 
     async def _sessions(self, recs: list[Record], conn: BaseDBAsyncClient, now: datetime) -> IngestResult:
@@ -348,7 +338,7 @@ class Ingestor:
             ekey = keys.evse_key(lkey, s.evse_uid) if s.evse_uid else None
             borough = boroughs.get(lkey)
             rows.append(
-                Session(
+                dict(
                     id=key,
                     **self._prov(s.source_id, s.last_updated, now),
                     location_id=lkey,
@@ -400,12 +390,10 @@ class Ingestor:
             lkey = keys.location_key(self.operator_id, c.location_source_id)
             ekey = keys.evse_key(lkey, c.evse_uid) if c.evse_uid else None
             rows.append(
-                Cdr(
+                dict(
                     id=key,
                     **self._prov(c.source_id, c.last_updated, now),
-                    session_id=keys.record_key(self.operator_id, c.session_source_id)
-                    if c.session_source_id
-                    else None,
+                    session_id=keys.record_key(self.operator_id, c.session_source_id) if c.session_source_id else None,
                     location_id=lkey,
                     evse_id=ekey,
                     connector_id=keys.connector_key(ekey, c.connector_source_id)
@@ -436,7 +424,7 @@ class Ingestor:
         latest = _newest(recs, lambda r: keys.record_key(self.operator_id, r.source_id))
         stored = await _stored_versions(Tariff, latest, conn)
         rows = [
-            Tariff(
+            dict(
                 id=key,
                 **self._prov(t.source_id, t.last_updated, now),
                 currency=t.currency,

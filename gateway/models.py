@@ -29,7 +29,7 @@ class Provenance(Model):
 class Operator(Model):
     """A charge point operator whose API the gateway polls (credentials live in configuration)."""
 
-    id = fields.CharField(pk=True, max_length=64)
+    id = fields.CharField(primary_key=True, max_length=64)
     name = fields.CharField(max_length=200)
     protocol = fields.CharField(max_length=16)
     base_url = fields.CharField(max_length=500)
@@ -44,7 +44,7 @@ class Operator(Model):
 class Borough(Model):
     """A London borough (GSS code), with its boundary as GeoJSON for point-in-polygon."""
 
-    gss_code = fields.CharField(pk=True, max_length=9)
+    gss_code = fields.CharField(primary_key=True, max_length=9)
     name = fields.CharField(max_length=100)
     geometry = fields.JSONField()
 
@@ -55,7 +55,7 @@ class Borough(Model):
 class Location(Provenance):
     """A site with one or more EVSEs."""
 
-    id = fields.CharField(pk=True, max_length=200)
+    id = fields.CharField(primary_key=True, max_length=200)
     country_code = fields.CharField(max_length=2, null=True)
     party_id = fields.CharField(max_length=3, null=True)
     publish = fields.BooleanField(default=True)
@@ -80,7 +80,7 @@ class Location(Provenance):
 class Evse(Provenance):
     """A charge point; its live status is the latest StatusObservation."""
 
-    id = fields.CharField(pk=True, max_length=300)
+    id = fields.CharField(primary_key=True, max_length=300)
     location_id = fields.CharField(max_length=200, db_index=True)
     uid = fields.CharField(max_length=64)
     evse_id = fields.CharField(max_length=64, null=True)
@@ -99,7 +99,7 @@ class Evse(Provenance):
 class Connector(Provenance):
     """A plug or socket of an EVSE."""
 
-    id = fields.CharField(pk=True, max_length=400)
+    id = fields.CharField(primary_key=True, max_length=400)
     evse_id = fields.CharField(max_length=300, db_index=True)
     standard = fields.CharField(max_length=32)
     # Nullable because real payloads omit them (see adapters.model.ConnectorRecord).
@@ -121,7 +121,7 @@ class StatusObservation(Model):
     so ingest only ever inserts history.
     """
 
-    id = fields.BigIntField(pk=True)
+    id = fields.BigIntField(primary_key=True)
     evse_id = fields.CharField(max_length=300, db_index=True)
     status = fields.CharField(max_length=16)
     since = fields.DatetimeField()
@@ -133,7 +133,7 @@ class StatusObservation(Model):
 class Tariff(Provenance):
     """A price list (OPEN data: tariffs are public under the 2023 regulations)."""
 
-    id = fields.CharField(pk=True, max_length=200)
+    id = fields.CharField(primary_key=True, max_length=200)
     currency = fields.CharField(max_length=3)
     type = fields.CharField(max_length=20, null=True)
     alt_text = fields.JSONField(default=list)
@@ -152,7 +152,7 @@ class Tariff(Provenance):
 class Session(Provenance):
     """A charging session (USAGE data; its cost is COMMERCIAL; its token only a pseudonym)."""
 
-    id = fields.CharField(pk=True, max_length=200)
+    id = fields.CharField(primary_key=True, max_length=200)
     location_id = fields.CharField(max_length=200, db_index=True)
     evse_id = fields.CharField(max_length=300, null=True, db_index=True)
     connector_id = fields.CharField(max_length=400, null=True)
@@ -174,7 +174,7 @@ class Session(Provenance):
 class Cdr(Provenance):
     """A charge detail record: the final, priced session (credit CDRs included)."""
 
-    id = fields.CharField(pk=True, max_length=200)
+    id = fields.CharField(primary_key=True, max_length=200)
     session_id = fields.CharField(max_length=200, null=True, db_index=True)
     location_id = fields.CharField(max_length=200, db_index=True)
     evse_id = fields.CharField(max_length=300, null=True)
@@ -201,7 +201,7 @@ class Cdr(Provenance):
 class SyncState(Model):
     """Per operator and module: the cursor (end of the last fully ingested window) and health."""
 
-    id = fields.CharField(pk=True, max_length=100)
+    id = fields.CharField(primary_key=True, max_length=100)
     operator_id = fields.CharField(max_length=64, db_index=True)
     module = fields.CharField(max_length=16)
     cursor = fields.DatetimeField(null=True)
@@ -219,7 +219,7 @@ class SyncState(Model):
 class Event(Model):
     """The event log: the source of truth for streams, read by cursor (monotonic id)."""
 
-    id = fields.BigIntField(pk=True)
+    id = fields.BigIntField(primary_key=True)
     kind = fields.CharField(max_length=32, db_index=True)
     operator_id = fields.CharField(max_length=64, db_index=True)
     borough_code = fields.CharField(max_length=9, null=True)
@@ -238,13 +238,13 @@ class QuarantinedRecord(Model):
     quarantine the same record twice.
     """
 
-    id = fields.CharField(pk=True, max_length=64)
+    id = fields.CharField(primary_key=True, max_length=64)
     operator_id = fields.CharField(max_length=64, db_index=True)
     module = fields.CharField(max_length=16)
     source_id = fields.CharField(max_length=128, null=True)
     code = fields.CharField(max_length=32)
     reason = fields.TextField()
-    raw = fields.TextField()
+    raw_json = fields.TextField()
     fetched_at = fields.DatetimeField()
 
     class Meta:

@@ -17,7 +17,7 @@ from adapters.ocpi import OcpiAdapter
 from gateway.config import GatewayConfig, OperatorConfig
 from gateway.db import close_db, init_db
 from gateway.geo import BoroughIndex
-from gateway.ingest import Ingestor, upsert
+from gateway.ingest import Ingestor
 from gateway.models import Borough, Operator
 from gateway.pseudonym import Pseudonymizer
 from gateway.scheduler import OperatorPoller, RunResult
@@ -56,7 +56,7 @@ async def load_boroughs(index: BoroughIndex) -> None:
     """Store the borough boundaries so that queries can name and filter by borough."""
     rows = [Borough(gss_code=b.gss_code, name=b.name, geometry=b.geojson) for b in index.boroughs]
     async with in_transaction() as conn:
-        await upsert(Borough, rows, conn)
+        await Borough.bulk_create(rows, on_conflict=["gss_code"], update_fields=["name", "geometry"], using_db=conn)
 
 
 async def register_operator(op: OperatorConfig) -> None:

@@ -9,10 +9,13 @@ Modules run at their own cadence with splay; failures back off exponentially wit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 from tortoise.transactions import in_transaction
 
@@ -24,6 +27,7 @@ from gateway.ingest import Ingestor, IngestResult
 from gateway.models import SyncState
 
 log = logging.getLogger("evgate.scheduler")
+T = TypeVar("T")
 
 # Modules whose first run crawls everything the operator has (no lower bound): the current state
 # of sites and prices matters whatever their age. Sessions and CDRs start `backfill` back.
@@ -57,6 +61,37 @@ class RunResult:
     windows: int
     ingest: IngestResult
     cursor: datetime | None
+
+
+async def prefetched(pages: AsyncIterator[T], depth: int = 1) -> AsyncIterator[T]:
+    """Iterate `pages` while fetching up to `depth` pages ahead in the background.
+
+    The next page downloads while the current one is written, so the operator's latency and our
+    database time overlap; the bounded queue keeps memory to `depth` pages (streaming).
+    """
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=depth)
+
+    async def pump() -> None:
+        try:
+            async for page in pages:
+                await queue.put(("page", page))
+            await queue.put(("end", None))
+        except Exception as exc:  # handed to the consumer, which re-raises it in its own task
+            await queue.put(("error", exc))
+
+    task = asyncio.create_task(pump())
+    try:
+        while True:
+            kind, item = await queue.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def state_id(operator_id: str, module: str) -> str:
@@ -122,7 +157,7 @@ class OperatorPoller:
         """Crawl one window and commit its records with the new cursor, all or nothing."""
         result = IngestResult()
         async with in_transaction() as conn:
-            async for page in self.adapter.crawl(module, start, end):
+            async for page in prefetched(self.adapter.crawl(module, start, end)):
                 result.add(await self.ingestor.ingest_page(page, conn))
             now = _utcnow()
             state.cursor = end
@@ -138,9 +173,7 @@ class OperatorPoller:
     def start(self) -> None:
         """Start one background loop per module."""
         for module in self.config.modules:
-            self._tasks.append(
-                asyncio.create_task(self._loop(module), name=f"poll:{self.config.id}:{module}")
-            )
+            self._tasks.append(asyncio.create_task(self._loop(module), name=f"poll:{self.config.id}:{module}"))
 
     async def stop(self) -> None:
         """Cancel the loops and wait for them to finish."""

@@ -4,14 +4,20 @@ Run `python -m simulator.fit [SHARED_DIR]`: it reads the Dundee and Perth & Kinr
 from the shared data folder with the csv module, drops obviously bad rows (end before start, under
 one minute, over 48 hours, under 0.5 kWh), maps each charger model to a charger class and prints a
 Python literal to paste into `params.py`. Only these fitted numbers are shipped, never the data.
+
+Classes come from the model name ("Rapid"/"50kW" rapid DC, "22kW"/"Semi-Rapid" fast AC, "7kW"
+slow AC); the Dundee locations file's Type (joined on CP ID) is only a fallback, because it
+contradicts the session file's models for several chargers (e.g. a "Dual Rapid" listed as Slow).
+Dundee's "***TEST SITE***" rows are left out. A rapid charger counts as one EVSE, each AC outlet
+as its own.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
-import pprint
 import statistics
 import sys
 from collections import Counter, defaultdict
@@ -70,14 +76,14 @@ def _clean(
     return Row(source, cp_id, connector, klass, start, minutes, kwh)
 
 
-def read_dundee(shared: Path, rejects: Counter[str]) -> Iterator[Row]:
+def read_dundee(data_dir: Path, rejects: Counter[str]) -> Iterator[Row]:
     """Dundee sessions (dd/mm/yyyy HH:MM local); class from the model, else the locations file."""
     location_type: dict[str, str] = {}
-    with (shared / DUNDEE_LOCATIONS).open(newline="", encoding="utf-8-sig") as f:
+    with (data_dir / DUNDEE_LOCATIONS).open(newline="", encoding="utf-8-sig") as f:
         for loc in csv.DictReader(f):
             if loc["CP ID"].strip() and loc["Type"] in LOCATION_TYPE_CLASS:
                 location_type[loc["CP ID"].strip()] = LOCATION_TYPE_CLASS[loc["Type"]]
-    with (shared / DUNDEE_SESSIONS).open(newline="", encoding="utf-8-sig") as f:
+    with (data_dir / DUNDEE_SESSIONS).open(newline="", encoding="utf-8-sig") as f:
         for rec in csv.DictReader(f):
             if "TEST SITE" in rec["Site"]:
                 rejects["dundee test site"] += 1
@@ -98,9 +104,9 @@ def read_dundee(shared: Path, rejects: Counter[str]) -> Iterator[Row]:
             yield row
 
 
-def read_perth(shared: Path, rejects: Counter[str]) -> Iterator[Row]:
+def read_perth(data_dir: Path, rejects: Counter[str]) -> Iterator[Row]:
     """Perth & Kinross sessions (ISO date with T00:00:00 plus HH:MM local); class from the model."""
-    with (shared / PERTH_SESSIONS).open(newline="", encoding="utf-8-sig") as f:
+    with (data_dir / PERTH_SESSIONS).open(newline="", encoding="utf-8-sig") as f:
         for rec in csv.DictReader(f):
             try:
                 start = datetime.strptime(f"{rec['Start Date'][:10]} {rec['Start Time']}", "%Y-%m-%d %H:%M")
@@ -110,7 +116,13 @@ def read_perth(shared: Path, rejects: Counter[str]) -> Iterator[Row]:
                 rejects["perth unparsable"] += 1
                 continue
             row = _clean(
-                "perth", rec["CP ID"].strip(), rec["Connector"].strip(), model_class(rec["Model"]), start, end, kwh
+                "perth",
+                rec["CP ID"].strip(),
+                rec["Connector"].strip(),
+                model_class(rec["Model"]),
+                start,
+                end,
+                kwh,
             )
             if row is None:
                 rejects["perth bad"] += 1
@@ -168,7 +180,9 @@ def main(argv: list[str] | None = None) -> None:
     shared = Path(args[0]) if args else Path(os.environ.get("EVGATE_SHARED", str(default)))
     fitted, rejects = fit(shared)
     print(f"# rows dropped: {dict(sorted(rejects.items()))}", file=sys.stderr)
-    print("FITTED: dict[str, dict[str, Any]] = " + pprint.pformat(fitted, width=108, sort_dicts=False))
+    counts = ", ".join(f"{k}: {v['sessions']}" for k, v in fitted.items())
+    print(f"# Fitted by `python -m simulator.fit` on cleaned sessions ({counts}).")
+    print("FITTED: dict[str, dict[str, Any]] = " + json.dumps(fitted, indent=4))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Benchmarks that print figures; run them as modules (`python -m bench.bench_ingest`)."""

@@ -1,0 +1,37 @@
+"""Wiring the gateway to the simulated operators: used by `evgate demo`, the tests and bench/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from gateway.config import OperatorConfig
+from simulator.cluster import SimOperator
+
+
+class SimulationLike(Protocol):
+    """What the wiring needs of a simulation, in this process or another."""
+
+    operators: list[SimOperator]
+    ca_path: Path
+
+
+# The demo polls far more often than a real deployment would ("think in hours, not minutes"),
+# so that changes in the accelerated simulation show up within seconds.
+DEMO_CADENCES = {"locations": 15.0, "sessions": 10.0, "cdrs": 30.0, "tariffs": 300.0}
+
+
+def simulated_operators(sim: SimulationLike, **overrides: Any) -> list[OperatorConfig]:
+    """One OperatorConfig per simulated operator, trusting the simulation's CA."""
+    return [
+        OperatorConfig(
+            id=op.id,
+            name=op.name,
+            versions_url=op.versions_url,
+            token=op.token,
+            token_encoding=op.token_encoding,
+            ca_bundle=str(sim.ca_path),
+            **overrides,
+        )
+        for op in sim.operators
+    ]

@@ -1,0 +1,109 @@
+"""The Query root: thin resolvers that validate arguments, call `gateway.catalog`, wrap the rows.
+
+Access control is not written here: `sessions` and `cdrs` are marked `@protected(dataClass: USAGE)`
+and `resolvers.permissions` enforces that for every field of the schema.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import strawberry
+
+from gateway import catalog
+from gateway.policy import DataClass
+from resolvers.filters import LocationFilter, RecordFilter
+from resolvers.permissions import protected
+from resolvers.types import (
+    Borough,
+    Cdr,
+    CdrConnection,
+    Evse,
+    Info,
+    Location,
+    LocationConnection,
+    Operator,
+    Session,
+    SessionConnection,
+    Tariff,
+    TariffConnection,
+    connection_of,
+)
+
+DEFAULT_FIRST = catalog.DEFAULT_PAGE_SIZE
+First = Annotated[int, strawberry.argument(description=f"Page size, 1 to {catalog.MAX_PAGE_SIZE}.")]
+After = Annotated[str | None, strawberry.argument(description="The endCursor of the previous page.")]
+From = Annotated[datetime, strawberry.argument(name="from", description="Inclusive; without an offset, UTC.")]
+To = Annotated[datetime, strawberry.argument(description="Exclusive; without an offset, UTC.")]
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Every operator the gateway federates.")
+    async def operators(self) -> list[Operator]:
+        return [Operator.from_row(row) for row in await catalog.operators()]
+
+    @strawberry.field(description="Every London borough (GSS code and name).")
+    async def boroughs(self) -> list[Borough]:
+        return [Borough.from_row(row) for row in await catalog.boroughs()]
+
+    @strawberry.field(description="Published locations matching the filter: by id, or nearest first with `near`.")
+    async def locations(
+        self,
+        filter: LocationFilter | None = None,
+        first: First = DEFAULT_FIRST,
+        after: After = None,
+    ) -> LocationConnection:
+        query = filter.to_query() if filter is not None else catalog.LocationQuery()
+        page = await catalog.search_locations(query, first, after)
+        return connection_of(page, lambda hit: Location.from_row(hit.location, hit.distance_m))
+
+    @strawberry.field(description="One published location by id.")
+    async def location(self, info: Info, id: strawberry.ID) -> Location | None:
+        row = await info.context.loaders.location.load(str(id))
+        return Location.from_row(row) if row is not None else None
+
+    @strawberry.field(description="One EVSE (of a published location) by id.")
+    async def evse(self, info: Info, id: strawberry.ID) -> Evse | None:
+        row = await info.context.loaders.evse.load(str(id))
+        return Evse.from_row(row) if row is not None else None
+
+    @strawberry.field(description="An operator's tariffs, ordered by id.")
+    async def tariffs(self, operator_id: str, first: First = DEFAULT_FIRST, after: After = None) -> TariffConnection:
+        page = await catalog.tariffs_of_operator(operator_id, first, after)
+        return connection_of(page, Tariff.from_row)
+
+    @strawberry.field(
+        description="Sessions active at some time in [from, to) (ongoing ones included), by start.",
+        directives=protected(DataClass.USAGE),
+    )
+    async def sessions(
+        self,
+        from_: From,
+        to: To,
+        filter: RecordFilter | None = None,
+        first: First = DEFAULT_FIRST,
+        after: After = None,
+    ) -> SessionConnection | None:
+        window = catalog.Window(from_, to)
+        query = filter.to_query() if filter is not None else None
+        page = await catalog.sessions_in_window(window, query, first, after)
+        return connection_of(page, Session.from_row)
+
+    @strawberry.field(
+        description="CDRs of sessions active at some time in [from, to), by start.",
+        directives=protected(DataClass.USAGE),
+    )
+    async def cdrs(
+        self,
+        from_: From,
+        to: To,
+        filter: RecordFilter | None = None,
+        first: First = DEFAULT_FIRST,
+        after: After = None,
+    ) -> CdrConnection | None:
+        window = catalog.Window(from_, to)
+        query = filter.to_query() if filter is not None else None
+        page = await catalog.cdrs_in_window(window, query, first, after)
+        return connection_of(page, Cdr.from_row)
