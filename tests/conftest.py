@@ -94,6 +94,8 @@ def postgres_url() -> Iterator[str]:
 class TestDb:
     """The database a test runs against."""
 
+    __test__ = False  # a fixture value, not a test class
+
     kind: str  # "sqlite" or "postgres"
     url: str
 

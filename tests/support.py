@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import uvicorn
+from starlette.applications import Starlette
 
 SHARED = Path(os.environ.get("EVGATE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 
@@ -18,3 +22,20 @@ def shared_path(*parts: str) -> Path:
             raise RuntimeError(f"{path} is missing: CI must run with ../shared beside the clone")
         pytest.skip(f"shared reference data not found at {path}", allow_module_level=True)
     return path
+
+
+async def serve(app: Starlette) -> AsyncIterator[str]:
+    """Run `app` under uvicorn on an ephemeral loopback port; yields "host:port", then shuts it down."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    for _ in range(500):
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.01)
+    assert server.started, "uvicorn did not start"
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)

@@ -2,42 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 import websockets
-from starlette.applications import Starlette
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.db import close_db, init_db
 from tests import seed
+from tests.support import serve
 
 ADMIN = "server-test-admin-token"
-
-
-async def serve(app: Starlette) -> AsyncIterator[str]:
-    """Run `app` on an ephemeral loopback port; yields its base URL, then shuts it down."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    for _ in range(500):
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.01)
-    assert server.started, "uvicorn did not start"
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
 
 
 class StubRuntime:
