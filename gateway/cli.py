@@ -27,7 +27,7 @@ Example queries (paste into GraphiQL):
       edges {{ node {{ name distanceMeters
         evses {{ uid status statusSince connectors {{ standard powerType maxPowerKw }} }} }} }} }} }}
 
-  # 3. Sessions of the last hour (commercially sensitive: send the header below)
+  # 3. Sessions of the last simulated hour (commercially sensitive: send the header below)
   {{ sessions(from: "{since}", to: "{until}", first: 10) {{
       totalCount edges {{ node {{ id start end kwh status }} }} }} }}
   HTTP header: {{"Authorization": "Bearer {admin}"}}
@@ -36,9 +36,7 @@ Example queries (paste into GraphiQL):
 
 def _serve(config: GatewayConfig, log_level: str = "info") -> uvicorn.Server:
     app = create_app(config, runtime_factory=start_runtime)
-    return uvicorn.Server(
-        uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level, lifespan="on", ws="websockets")
-    )
+    return uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level, lifespan="on"))
 
 
 def _secret_file(path: Path) -> str:
@@ -54,7 +52,7 @@ def _secret_file(path: Path) -> str:
 
 async def run_demo(args: argparse.Namespace) -> None:
     """Start simulated operators, then the gateway against them, until interrupted."""
-    from datetime import UTC, datetime, timedelta
+    from datetime import timedelta
 
     from gateway.demo import DEMO_CADENCES, simulated_operators
     from simulator.cluster import start_simulation
@@ -78,7 +76,8 @@ async def run_demo(args: argparse.Namespace) -> None:
         operators=operators,
     )
     server = _serve(config, args.log_level)
-    now = datetime.now(UTC).replace(microsecond=0)
+    # The simulation replays the recent past at --speed, so "now" is the operators' clock, not ours.
+    now = sim.clock.now().replace(microsecond=0)
     print(f"\nevgate demo: {len(operators)} simulated OCPI operators on 127.0.0.1 (TLS, CA {sim.ca_path})")
     for op in sim.operators:
         print(f"  {op.id:8} {op.versions_url}")
