@@ -171,6 +171,9 @@ class OcpiAdapter:
             if not isinstance(data, list):
                 raise UpstreamError(UPSTREAM_PROTOCOL, f"{resp.url}: a list endpoint returned {type(data).__name__}")
             total = _int_header(resp.headers, "x-total-count")
+            server_limit = _int_header(resp.headers, "x-limit")
+            if server_limit and 0 < server_limit < self._page_limit:
+                self._page_limit = server_limit  # ask for what the server will give from the next window on
             page = self._parse_page(module, data)
             page.total_count = total
             page.server_time = self.last_server_time

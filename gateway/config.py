@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,20 @@ def shared_dir() -> Path:
 def default_boroughs_path() -> Path:
     """The GLA London borough boundaries (33 boroughs, WGS84) from the shared folder."""
     return shared_dir() / "data" / "london_boroughs_gla_wgs84.geojson"
+
+
+def _no_unknown_keys(
+    cls: type,
+    data: dict[str, Any],
+    where: str,
+    extra: frozenset[str] | set[str] = frozenset(),
+    exclude: frozenset[str] | set[str] = frozenset(),
+) -> None:
+    """Refuse a misspelt setting instead of silently ignoring it."""
+    known = ({f.name for f in fields(cls)} | set(extra)) - set(exclude)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown settings {unknown}; known: {sorted(known)}")
 
 
 @dataclass
@@ -54,6 +68,7 @@ class OperatorConfig:
     def from_dict(cls, raw: dict[str, Any]) -> OperatorConfig:
         """Build from a TOML table, validating the few values that have a fixed vocabulary."""
         data = dict(raw)
+        _no_unknown_keys(cls, data, f"operator {data.get('id')}", extra={"cadence"})
         cadences = dict(DEFAULT_CADENCES)
         cadences.update({k: float(v) for k, v in data.pop("cadence", {}).items()})
         data["cadences"] = cadences
@@ -86,6 +101,7 @@ class GatewayConfig:
         with open(path, "rb") as fh:
             raw = tomllib.load(fh)
         gw = dict(raw.get("gateway", {}))
+        _no_unknown_keys(cls, gw, "[gateway]", exclude={"operators"})
         operators = [OperatorConfig.from_dict(o) for o in raw.get("operators", [])]
         cfg = cls(**gw, operators=operators)
         return cfg.with_env()

@@ -41,6 +41,10 @@ class SimClock:
         """A clock stopped at `at` (or at the wall clock, if `at` is still in the future)."""
         return cls(at, speed=0.0, lag=timedelta(0), wall=wall)
 
+    def advance(self, delta: timedelta) -> None:
+        """Move simulated time forward by `delta` (tests let time pass on a frozen clock)."""
+        self._origin_ts += delta.total_seconds()
+
     def now_ts(self) -> float:
         """Simulated now as a POSIX timestamp."""
         wall_now = self._wall()

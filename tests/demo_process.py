@@ -1,0 +1,44 @@
+"""Running `evgate demo` as a user does, in a child process, for the demo test and bench/bench_demo."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+
+COUNTS = "{ operators { id } %s }"
+
+
+@contextmanager
+def demo_process(port: int, data_dir: str, *extra: str) -> Iterator[subprocess.Popen]:
+    """`evgate demo` on `port` with its files in `data_dir`; terminated on exit."""
+    cmd = [sys.executable, "-m", "gateway.cli", "demo", "--port", str(port), "--data-dir", data_dir, *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ})
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def operator_location_counts(port: int) -> dict[str, int]:
+    """Operator id -> locations the gateway serves for it ({} while the gateway is not up yet)."""
+    try:
+        ops = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": "{ operators { id } }"}, timeout=5)
+        ids = [o["id"] for o in ops.json()["data"]["operators"]]
+        if not ids:
+            return {}
+        fields = " ".join(
+            f'o{i}: locations(filter: {{operatorIds: ["{op}"]}}, first: 1) {{ totalCount }}' for i, op in enumerate(ids)
+        )
+        body = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": "{ %s }" % fields}, timeout=5).json()
+        return {op: body["data"][f"o{i}"]["totalCount"] for i, op in enumerate(ids)}
+    except (httpx.TransportError, KeyError, TypeError, ValueError):
+        return {}
