@@ -10,8 +10,6 @@ from contextlib import contextmanager
 
 import httpx
 
-COUNTS = "{ operators { id } %s }"
-
 
 @contextmanager
 def demo_process(port: int, data_dir: str, *extra: str) -> Iterator[subprocess.Popen]:
@@ -38,7 +36,7 @@ def operator_location_counts(port: int) -> dict[str, int]:
         fields = " ".join(
             f'o{i}: locations(filter: {{operatorIds: ["{op}"]}}, first: 1) {{ totalCount }}' for i, op in enumerate(ids)
         )
-        body = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": "{ %s }" % fields}, timeout=5).json()
+        body = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": "{ " + fields + " }"}, timeout=5).json()
         return {op: body["data"][f"o{i}"]["totalCount"] for i, op in enumerate(ids)}
     except (httpx.TransportError, KeyError, TypeError, ValueError):
         return {}
