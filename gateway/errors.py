@@ -59,9 +59,11 @@ DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.UPSTREAM_TLS: "The operator's TLS handshake or certificate failed verification.",
     ErrorCode.UPSTREAM_TIMEOUT: "The operator did not answer in time.",
     ErrorCode.UPSTREAM_HTTP: "The operator answered with an unexpected HTTP status.",
-    ErrorCode.UPSTREAM_AUTH: "The operator refused our credentials (HTTP 401/403 or OCPI 2xxx).",
-    ErrorCode.UPSTREAM_PROTOCOL: "The operator's answer breaks the protocol (bad JSON, envelope, paging).",
-    ErrorCode.UPSTREAM_UNAVAILABLE: "The operator could not be reached or reported itself down (5xx, 3xxx).",
+    ErrorCode.UPSTREAM_AUTH: "The operator refused our credentials (HTTP 401/403).",
+    ErrorCode.UPSTREAM_PROTOCOL: (
+        "The operator's answer breaks the protocol (bad JSON, envelope, paging, OCPI 2xxx: our request refused)."
+    ),
+    ErrorCode.UPSTREAM_UNAVAILABLE: "The operator could not be reached or reported itself down (OCPI 3xxx/4xxx).",
     ErrorCode.UPSTREAM_RATE_LIMITED: "The operator asked us to slow down (HTTP 429).",
     ErrorCode.RECORD_INVALID: "One operator record failed validation and was quarantined.",
 }
