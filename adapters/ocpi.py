@@ -141,10 +141,10 @@ class OcpiAdapter:
     async def crawl(self, module: Module, date_from: datetime | None, date_to: datetime) -> AsyncIterator[Page]:
         """Every page of a module in [date_from, date_to), in server order.
 
-        When `X-Total-Count` drops between pages, objects moved out of the window and the
-        following ones shifted down; as the specification advises, the next offset is lowered by
-        the drop, or, when the next link is opaque, the window is crawled again from its start
-        (ingest is idempotent, so seeing a record twice is harmless; missing one is not).
+        When `X-Total-Count` drops between pages, objects moved out of the window and the rest
+        shifted down; as the specification advises, the page is requested again with its offset
+        lowered by the drop, or, when the link is opaque, the window is crawled again from its
+        start (ingest is idempotent, so seeing a record twice is harmless; missing one is not).
         """
         endpoints = await self.discover()
         base = endpoints.get(module)
@@ -181,15 +181,16 @@ class OcpiAdapter:
             following = next_link(resp.headers, url)
             if following is not None and not _same_origin(following, url):
                 raise UpstreamError(UPSTREAM_PROTOCOL, f"next link leaves the operator's origin: {following}")
-            if last_total is not None and total is not None and total < last_total and following is not None:
-                corrected = _lower_offset(following, last_total - total)
-                if corrected is None:
+            if last_total is not None and total is not None and total < last_total:
+                # Objects before this page left the window, so this page started too far on: the
+                # specification says to redo it with the offset lowered by the drop.
+                redo = _lower_offset(url, last_total - total)
+                if redo is None:  # an opaque link: only the first URL is known to be ours to rebuild
                     restarts += 1
                     if restarts > MAX_RESTARTS:
                         raise UpstreamError(UPSTREAM_PROTOCOL, "X-Total-Count kept dropping; window not stable")
-                    following, total = first_url, None
-                else:
-                    following = corrected
+                    redo, total = first_url, None
+                following = redo
             last_total = total
             url = following
         raise UpstreamError(UPSTREAM_PROTOCOL, f"more than {MAX_PAGES} pages in one window")

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from aiohttp import web
 from starlette.applications import Starlette
+
+from simulator.tls import make_pki
 
 SHARED = Path(os.environ.get("EVGATE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 
@@ -39,3 +42,20 @@ async def serve(app: Starlette) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
+
+
+async def serve_tls(app: web.Application, pki_dir: Path, seed: int = 99) -> AsyncIterator[tuple[str, str]]:
+    """Serve an aiohttp app over TLS on an ephemeral loopback port, with a CA generated for it.
+
+    Yields (base URL, CA certificate path).
+    """
+    pki = make_pki(seed, pki_dir)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=pki.server_ssl_context())
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"https://127.0.0.1:{port}", str(pki.ca_cert)
+    finally:
+        await runner.cleanup()

@@ -20,9 +20,8 @@ from gateway.config import GatewayConfig, OperatorConfig
 from gateway.db import close_db
 from gateway.models import QuarantinedRecord, Session, SyncState
 from gateway.runtime import start_runtime
-from simulator.tls import make_pki
 from tests.conftest import TestDb
-from tests.support import shared_path
+from tests.support import serve_tls, shared_path
 
 FIXTURES = shared_path("fixtures", "ocpi", "2.2.1-bugfixes")
 TOKEN = "quarantine-test-token"
@@ -66,9 +65,8 @@ def _envelope(data: Any) -> web.Response:
 
 @pytest.fixture
 async def operator(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
-    pki = make_pki(99, tmp_path / "pki")
     app = web.Application()
-    base = {}
+    base: dict[str, str] = {}
 
     def versions(_: web.Request) -> web.Response:
         return _envelope([{"version": "2.2.1", "url": f"{base['url']}/ocpi/2.2.1"}])
@@ -84,16 +82,9 @@ async def operator(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
     app.router.add_get("/ocpi/versions", versions)
     app.router.add_get("/ocpi/2.2.1", details)
     app.router.add_get("/ocpi/2.2.1/sessions", sessions)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=pki.server_ssl_context())
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    base["url"] = f"https://127.0.0.1:{port}"
-    try:
-        yield f"{base['url']}/ocpi/versions", str(pki.ca_cert)
-    finally:
-        await runner.cleanup()
+    async for url, ca in serve_tls(app, tmp_path / "pki"):
+        base["url"] = url
+        yield f"{url}/ocpi/versions", ca
 
 
 async def test_bad_records_are_quarantined_and_the_rest_kept(db: TestDb, operator: tuple[str, str]) -> None:
