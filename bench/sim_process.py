@@ -25,14 +25,16 @@ class RemoteSimulation:
 
     operators: list[SimOperator]
     ca_path: Path
-    counts: dict[str, dict[str, int]]  # operator -> module -> records a full crawl returns
+    counts: dict[str, dict[str, int]]  # operator -> module -> records the gateway's windows cover
 
 
 def _serve(conn: Connection, kwargs: dict[str, Any]) -> None:
     async def main() -> None:
         sim = await start_simulation(**kwargs)
+        # The clock is frozen; the gateway's windows end at its whole second, exclusive.
+        end = sim.clock.now().replace(microsecond=0)
         counts = {
-            op.id: {m: sim.count(op.id, m) for m in ("locations", "sessions", "cdrs", "tariffs")}
+            op.id: {m: sim.count(op.id, m, date_to=end) for m in ("locations", "sessions", "cdrs", "tariffs")}
             for op in sim.operators
         }
         conn.send(RemoteSimulation(sim.operators, sim.ca_path, counts))

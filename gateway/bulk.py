@@ -8,12 +8,14 @@ never from input, and all values are bound parameters.
 
 The upsert is guarded: `ON CONFLICT (id) DO UPDATE ... WHERE excluded.last_updated > stored`, so
 the database itself guarantees that an older version never overwrites a newer one. The syntax is
-the same in SQLite (3.24+) and PostgreSQL; only the placeholder style differs.
+the same in SQLite (3.24+) and PostgreSQL.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import operator
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -46,35 +48,95 @@ class BulkWriter:
         self.upsert = upsert
         self.pk = pk
         self.guard = guard if upsert else None
+        # Rows are dicts with every column; itemgetter pulls them out in column order at C speed.
+        self._values = operator.itemgetter(*self.columns)
         # Values that the driver cannot take as they are: JSON columns are sent as text.
-        self._convert: list[Callable[[Any], Any] | None] = [
-            _json if isinstance(meta.fields_map[c], JSONField) else None for c in self.columns
-        ]
+        self._json_columns = [i for i, c in enumerate(self.columns) if isinstance(meta.fields_map[c], JSONField)]
 
     def _sql(self, dialect: str) -> str:
         cols = ", ".join(f'"{c}"' for c in self.columns)
         sql = f'INSERT INTO "{self.table}" ({cols}) VALUES ({_placeholders(dialect, len(self.columns))})'
-        if self.upsert:
-            updates = ", ".join(f'"{c}" = excluded."{c}"' for c in self.columns if c != self.pk)
-            sql += f' ON CONFLICT ("{self.pk}") DO UPDATE SET {updates}'
-            if self.guard:
-                sql += f' WHERE excluded."{self.guard}" > "{self.table}"."{self.guard}"'
-        return sql
+        return sql + self._on_conflict() if self.upsert else sql
 
-    def _tuple(self, row: dict[str, Any]) -> list[Any]:
-        return [
-            conv(row.get(col)) if conv else row.get(col) for col, conv in zip(self.columns, self._convert, strict=True)
-        ]
+    def _tuple(self, row: dict[str, Any]) -> Sequence[Any]:
+        values = self._values(row)
+        if not self._json_columns:
+            return values
+        values = list(values)
+        for i in self._json_columns:
+            values[i] = _json(values[i])
+        return values
 
     async def write(self, rows: Sequence[dict[str, Any]], conn: BaseDBAsyncClient) -> None:
-        """Write the rows on `conn` (inside the caller's transaction), in batches.
+        """Write the rows on `conn` (inside the caller's transaction).
 
-        One prepared statement executed for many parameter rows: SQLite runs it in process and
-        asyncpg pipelines it (measured faster than multi-row VALUES statements on both).
+        SQLite: one prepared statement executed for many parameter rows (in process, already fast).
+        PostgreSQL: binary COPY, straight into the table for plain inserts, or into a temporary
+        table and from there one guarded INSERT ... SELECT ... ON CONFLICT for upserts; measured
+        several times faster than executemany for pages of a thousand rows.
         """
         if not rows:
             return
-        sql = self._sql(conn.capabilities.dialect)
+        if self.upsert:  # one statement must not touch a row twice: the last version of a key wins
+            rows = list({row[self.pk]: row for row in rows}.values())
         values = [self._tuple(r) for r in rows]
-        for i in range(0, len(values), BATCH):
-            await conn.execute_many(sql, values[i : i + BATCH])
+        if conn.capabilities.dialect != "postgres":
+            sql = self._sql("sqlite")
+            for i in range(0, len(values), BATCH):
+                await conn.execute_many(sql, values[i : i + BATCH])
+            return
+        async with conn.acquire_connection() as raw:
+            if not self.upsert:
+                await raw.copy_records_to_table(self.table, records=values, columns=self.columns)
+                return
+            staging = f"_staging_{self.table}"
+            await raw.execute(
+                f'CREATE TEMP TABLE IF NOT EXISTS "{staging}" (LIKE "{self.table}" INCLUDING DEFAULTS) '
+                "ON COMMIT DELETE ROWS"
+            )
+            await raw.copy_records_to_table(staging, records=values, columns=self.columns)
+            await raw.execute(self._upsert_from(staging))
+            await raw.execute(f'TRUNCATE "{staging}"')
+
+    def _upsert_from(self, staging: str) -> str:
+        cols = ", ".join(f'"{c}"' for c in self.columns)
+        sql = f'INSERT INTO "{self.table}" ({cols}) SELECT {cols} FROM "{staging}"'
+        return sql + self._on_conflict()
+
+    def _on_conflict(self) -> str:
+        updates = ", ".join(f'"{c}" = excluded."{c}"' for c in self.columns if c != self.pk)
+        sql = f' ON CONFLICT ("{self.pk}") DO UPDATE SET {updates}'
+        if self.guard:
+            sql += f' WHERE excluded."{self.guard}" > "{self.table}"."{self.guard}"'
+        return sql
+
+
+def _as_datetime(value: Any) -> Any:
+    # SQLite hands back the ISO text the driver stored; PostgreSQL a datetime already.
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+async def fetch_by_ids(
+    model: type[Model],
+    ids: Sequence[str],
+    columns: Sequence[str],
+    conn: BaseDBAsyncClient,
+    datetimes: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """The given columns of the rows whose primary key is in `ids` (bound parameters, in batches).
+
+    Ingest asks this once per page to learn what it already holds; building the same query through
+    the ORM's query builder cost more than running it.
+    """
+    meta = model._meta
+    cols = ", ".join(f'"{c}"' for c in columns)
+    dialect = conn.capabilities.dialect
+    out: list[dict[str, Any]] = []
+    for i in range(0, len(ids), BATCH):
+        chunk = list(ids[i : i + BATCH])
+        sql = f'SELECT {cols} FROM "{meta.db_table}" WHERE "{meta.pk_attr}" IN ({_placeholders(dialect, len(chunk))})'
+        for row in await conn.execute_query_dict(sql, chunk):
+            for col in datetimes:
+                row[col] = _as_datetime(row[col])
+            out.append(row)
+    return out

@@ -29,7 +29,7 @@ from adapters.model import (
     TariffRecord,
 )
 from gateway import keys
-from gateway.bulk import BulkWriter
+from gateway.bulk import BulkWriter, fetch_by_ids
 from gateway.geo import BoroughIndex
 from gateway.models import (
     Cdr,
@@ -92,7 +92,7 @@ async def _stored_versions(model: type[Model], ids: Iterable[str], conn: BaseDBA
     if not ids:
         return {}
     cols = ["id", "last_updated"] + (["status"] if model is Session else [])
-    rows = await model.filter(id__in=ids).using_db(conn).values(*cols)
+    rows = await fetch_by_ids(model, ids, cols, conn, datetimes=["last_updated"])
     return {r["id"]: r for r in rows}
 
 
@@ -200,7 +200,7 @@ class Ingestor:
             for bad in invalid
             if (qid := quarantine_id(self.operator_id, bad.module, bad.raw))
         }
-        existing = set(await QuarantinedRecord.filter(id__in=list(rows)).using_db(conn).values_list("id", flat=True))
+        existing = {r["id"] for r in await fetch_by_ids(QuarantinedRecord, list(rows), ["id"], conn)}
         fresh = [row for qid, row in rows.items() if qid not in existing]
         if fresh:
             await upsert(QuarantinedRecord, fresh, conn)
@@ -258,9 +258,13 @@ class Ingestor:
                     )
         old_evses = {
             r["id"]: r
-            for r in await Evse.filter(id__in=[e[0] for e in evses])
-            .using_db(conn)
-            .values("id", "status", "status_since", "last_updated")
+            for r in await fetch_by_ids(
+                Evse,
+                [e[0] for e in evses],
+                ["id", "status", "status_since", "last_updated"],
+                conn,
+                datetimes=["status_since", "last_updated"],
+            )
         }
         evse_rows, history, events = [], [], []
         for ekey, lkey, borough, evse in evses:
@@ -320,8 +324,8 @@ class Ingestor:
             result.by_kind[ev["kind"]] = result.by_kind.get(ev["kind"], 0) + 1
 
     async def _borough_of_locations(self, location_keys: set[str], conn: BaseDBAsyncClient) -> dict[str, str | None]:
-        rows = await Location.filter(id__in=list(location_keys)).using_db(conn).values_list("id", "borough_code")
-        return dict(rows)  # type: ignore[arg-type]
+        rows = await fetch_by_ids(Location, list(location_keys), ["id", "borough_code"], conn)
+        return {r["id"]: r["borough_code"] for r in rows}
 
     async def _sessions(self, recs: list[Record], conn: BaseDBAsyncClient, now: datetime) -> IngestResult:
         result = IngestResult()

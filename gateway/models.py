@@ -20,7 +20,9 @@ class Provenance(Model):
     protocol = fields.CharField(max_length=16)
     source_id = fields.CharField(max_length=128)
     fetched_at = fields.DatetimeField()
-    last_updated = fields.DatetimeField(db_index=True)
+    # Not indexed: ingest compares it by primary key and nothing queries by it; every index costs
+    # each of the tens of thousands of writes a second.
+    last_updated = fields.DatetimeField()
 
     class Meta:
         abstract = True
@@ -153,10 +155,13 @@ class Session(Provenance):
     """A charging session (USAGE data; its cost is COMMERCIAL; its token only a pseudonym)."""
 
     id = fields.CharField(primary_key=True, max_length=200)
-    location_id = fields.CharField(max_length=200, db_index=True)
-    evse_id = fields.CharField(max_length=300, null=True, db_index=True)
+    # Indexed only as the queries need it (see Meta): every index costs each of the thousands of
+    # session writes a second during a catch-up.
+    operator_id = fields.CharField(max_length=64)
+    location_id = fields.CharField(max_length=200)
+    evse_id = fields.CharField(max_length=300, null=True)
     connector_id = fields.CharField(max_length=400, null=True)
-    borough_code = fields.CharField(max_length=9, null=True, db_index=True)
+    borough_code = fields.CharField(max_length=9, null=True)
     start = fields.DatetimeField(db_index=True)
     end = fields.DatetimeField(null=True)
     kwh = fields.FloatField()
@@ -169,6 +174,8 @@ class Session(Provenance):
 
     class Meta:
         table = "charging_session"
+        # Time-window queries, by operator or by borough.
+        indexes = (("operator_id", "start"), ("borough_code", "start"))
 
 
 class Cdr(Provenance):
@@ -220,8 +227,8 @@ class Event(Model):
     """The event log: the source of truth for streams, read by cursor (monotonic id)."""
 
     id = fields.BigIntField(primary_key=True)
-    kind = fields.CharField(max_length=32, db_index=True)
-    operator_id = fields.CharField(max_length=64, db_index=True)
+    kind = fields.CharField(max_length=32)  # few distinct values: filtered, not indexed
+    operator_id = fields.CharField(max_length=64)  # streams read by id range, then filter
     borough_code = fields.CharField(max_length=9, null=True)
     subject_id = fields.CharField(max_length=400)
     payload = fields.JSONField()

@@ -6,6 +6,7 @@ drive `Runtime.sync_all()` themselves.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 
@@ -35,12 +36,19 @@ class Runtime:
     clients: list[HttpClient] = field(default_factory=list)
 
     async def sync_all(self, modules: tuple[str, ...] = MODULES) -> dict[tuple[str, str], RunResult]:
-        """One catch-up run of every operator's modules, in order (locations first)."""
-        results = {}
-        for op_id, poller in self.pollers.items():
+        """One catch-up run of every operator's modules: operators side by side, as their pollers
+        run, and each operator's modules in order (locations first)."""
+
+        async def one(poller: OperatorPoller) -> dict[tuple[str, str], RunResult]:
+            done = {}
             for module in modules:
                 if module in poller.config.modules:
-                    results[(op_id, module)] = await poller.sync_module(module)  # type: ignore[arg-type]
+                    done[(poller.config.id, module)] = await poller.sync_module(module)  # type: ignore[arg-type]
+            return done
+
+        results: dict[tuple[str, str], RunResult] = {}
+        for done in await asyncio.gather(*(one(p) for p in self.pollers.values())):
+            results.update(done)
         return results
 
     async def stop(self) -> None:

@@ -154,21 +154,40 @@ class OperatorPoller:
     async def _ingest_window(
         self, state: SyncState, module: Module, start: datetime | None, end: datetime
     ) -> IngestResult:
-        """Crawl one window and commit its records with the new cursor, all or nothing."""
+        """Crawl one window and commit its records with the new cursor, all or nothing.
+
+        The first page is fetched before the transaction opens, so that on SQLite (one writer at a
+        time) other operators' windows commit while this one waits for its operator.
+        """
         result = IngestResult()
-        async with in_transaction() as conn:
-            async for page in prefetched(self.adapter.crawl(module, start, end)):
-                result.add(await self.ingestor.ingest_page(page, conn))
-            now = _utcnow()
-            state.cursor = end
-            state.last_success = now
-            state.last_attempt = now
-            state.last_error_code = None
-            state.last_error_message = None
-            state.records_ingested += result.written
-            state.records_quarantined += result.quarantined
-            await state.save(using_db=conn)
+        pages = prefetched(self.adapter.crawl(module, start, end))
+        try:
+            first = await anext(pages, None)
+            async with in_transaction() as conn:
+                if conn.capabilities.dialect == "postgres":
+                    # Plan each lookup with its real parameters: a generic plan cached while a table
+                    # was small (first backfill) keeps scanning it whole as it grows.
+                    await conn.execute_script("SET LOCAL plan_cache_mode = force_custom_plan")
+                if first is not None:
+                    result.add(await self.ingestor.ingest_page(first, conn))
+                    async for page in pages:
+                        result.add(await self.ingestor.ingest_page(page, conn))
+                await self._commit_cursor(state, end, result, conn)
+        finally:
+            await pages.aclose()
         return result
+
+    async def _commit_cursor(self, state: SyncState, end: datetime, result: IngestResult, conn: Any) -> None:
+        """Advance the cursor and counters on `conn`, in the window's transaction."""
+        now = _utcnow()
+        state.cursor = end
+        state.last_success = now
+        state.last_attempt = now
+        state.last_error_code = None
+        state.last_error_message = None
+        state.records_ingested += result.written
+        state.records_quarantined += result.quarantined
+        await state.save(using_db=conn)
 
     def start(self) -> None:
         """Start one background loop per module."""
