@@ -68,14 +68,14 @@ async def operator(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
     app = web.Application()
     base: dict[str, str] = {}
 
-    def versions(_: web.Request) -> web.Response:
+    async def versions(_: web.Request) -> web.Response:
         return _envelope([{"version": "2.2.1", "url": f"{base['url']}/ocpi/2.2.1"}])
 
-    def details(_: web.Request) -> web.Response:
+    async def details(_: web.Request) -> web.Response:
         endpoints = [{"identifier": "sessions", "role": "SENDER", "url": f"{base['url']}/ocpi/2.2.1/sessions"}]
         return _envelope({"version": "2.2.1", "endpoints": endpoints})
 
-    def sessions(request: web.Request) -> web.Response:
+    async def sessions(request: web.Request) -> web.Response:
         assert request.query["date_from"] and request.query["date_to"]
         return _envelope(_page())
 
