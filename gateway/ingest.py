@@ -43,6 +43,19 @@ from gateway.models import (
     Tariff,
 )
 from gateway.pseudonym import Pseudonymizer
+from gateway.rows import (
+    Row,
+    Source,
+    cdr_row,
+    connector_row,
+    event_row,
+    evse_row,
+    location_row,
+    quarantine_row,
+    session_payload,
+    session_row,
+    tariff_row,
+)
 
 SESSION_FINAL = {"COMPLETED": "session.completed", "INVALID": "session.aborted"}
 
@@ -110,6 +123,14 @@ def _is_newer(rec: Record, stored: dict | None) -> bool:
     return stored is None or rec.last_updated > stored["last_updated"]
 
 
+@dataclass
+class Changes:
+    """The records to write (key -> record) and the stored versions they were compared with."""
+
+    todo: dict[str, Any]
+    stored: dict[str, dict[str, Any]]
+
+
 def session_event_kinds(previous: str | None, status: str) -> list[str]:
     """The events a new session version means: started, updated, completed or aborted.
 
@@ -141,34 +162,13 @@ class Ingestor:
         self.boroughs = boroughs
         self.pseudonymize = pseudonymize
 
-    def _prov(self, source_id: str, last_updated: datetime, fetched_at: datetime) -> dict[str, Any]:
-        return {
-            "operator_id": self.operator_id,
-            "protocol": self.protocol,
-            "source_id": source_id,
-            "fetched_at": fetched_at,
-            "last_updated": last_updated,
-        }
-
-    def _event(
-        self, kind: str, subject: str, borough: str | None, payload: dict[str, Any], now: datetime
-    ) -> dict[str, Any]:
-        return dict(
-            kind=kind,
-            operator_id=self.operator_id,
-            borough_code=borough,
-            subject_id=subject,
-            payload=payload,
-            created_at=now,
-        )
-
     async def ingest_page(
         self, page: Page, conn: BaseDBAsyncClient, fetched_at: datetime | None = None
     ) -> IngestResult:
         """Store one page's records and quarantine its invalid ones, on `conn`."""
-        fetched_at = fetched_at or datetime.now(UTC)
+        src = Source(self.operator_id, self.protocol, fetched_at or datetime.now(UTC), self.pseudonymize)
         result = IngestResult()
-        result.quarantined = await self.quarantine(page.invalid, conn, fetched_at)
+        result.quarantined = await self._quarantine(src, page.invalid, conn)
         by_type: dict[type, list[Record]] = {}
         for rec in page.records:
             by_type.setdefault(type(rec), []).append(rec)
@@ -179,272 +179,129 @@ class Ingestor:
             TariffRecord: self._tariffs,
         }
         for rtype, recs in by_type.items():
-            result.add(await handlers[rtype](recs, conn, fetched_at))
+            result.add(await handlers[rtype](src, recs, conn))
         return result
 
-    async def quarantine(self, invalid: Sequence[InvalidRecord], conn: BaseDBAsyncClient, fetched_at: datetime) -> int:
+    async def _changed(self, model: type[Model], recs: list[Any], key_of: Any, conn: BaseDBAsyncClient) -> Changes:
+        """The records of a page that are new or newer than what is stored, and what is stored."""
+        latest = _newest(recs, key_of)
+        stored = await _stored_versions(model, latest, conn)
+        return Changes({k: r for k, r in latest.items() if _is_newer(r, stored.get(k))}, stored)
+
+    def _record_key(self, rec: Any) -> str:
+        return keys.record_key(self.operator_id, rec.source_id)
+
+    async def _quarantine(self, src: Source, invalid: Sequence[InvalidRecord], conn: BaseDBAsyncClient) -> int:
         """Keep invalid records with their reason and raw JSON; returns how many were new."""
         if not invalid:
             return 0
         rows = {
-            qid: dict(
-                id=qid,
-                operator_id=self.operator_id,
-                module=bad.module,
-                source_id=bad.source_id,
-                code=bad.code,
-                reason=bad.reason,
-                raw_json=orjson.dumps(bad.raw).decode(),
-                fetched_at=fetched_at,
-            )
+            qid: quarantine_row(src, qid, bad)
             for bad in invalid
-            if (qid := quarantine_id(self.operator_id, bad.module, bad.raw))
+            if (qid := quarantine_id(src.operator_id, bad.module, bad.raw))
         }
         existing = {r["id"] for r in await fetch_by_ids(QuarantinedRecord, list(rows), ["id"], conn)}
         fresh = [row for qid, row in rows.items() if qid not in existing]
-        if fresh:
-            await upsert(QuarantinedRecord, fresh, conn)
+        await upsert(QuarantinedRecord, fresh, conn)
         return len(fresh)
 
-    async def _locations(self, recs: list[Record], conn: BaseDBAsyncClient, now: datetime) -> IngestResult:
+    async def _locations(self, src: Source, recs: list[LocationRecord], conn: BaseDBAsyncClient) -> IngestResult:
+        """Locations replace their EVSEs and connectors; EVSE status changes become history and events."""
         result = IngestResult()
-        latest = _newest(recs, lambda r: keys.location_key(self.operator_id, r.source_id))
-        stored = await _stored_versions(Location, latest, conn)
-        todo: dict[str, LocationRecord] = {k: r for k, r in latest.items() if _is_newer(r, stored.get(k))}  # type: ignore[misc]
+        todo = (
+            await self._changed(Location, recs, lambda r: keys.location_key(self.operator_id, r.source_id), conn)
+        ).todo
         if not todo:
             return result
-        locations, evses, connectors = [], [], []
+        locations, connectors, evses = [], [], []
         for key, loc in todo.items():
             borough = self.boroughs.locate(loc.longitude, loc.latitude) if self.boroughs else None
-            locations.append(
-                dict(
-                    id=key,
-                    **self._prov(loc.source_id, loc.last_updated, now),
-                    country_code=loc.country_code,
-                    party_id=loc.party_id,
-                    publish=loc.publish,
-                    name=loc.name,
-                    address=loc.address,
-                    city=loc.city,
-                    postal_code=loc.postal_code,
-                    country=loc.country,
-                    latitude=loc.latitude,
-                    longitude=loc.longitude,
-                    borough_code=borough,
-                    parking_type=loc.parking_type,
-                    time_zone=loc.time_zone,
-                    opening_times=loc.opening_times,
-                    facilities=loc.facilities,
-                    operator_name=loc.operator_name,
-                )
-            )
+            locations.append(location_row(src, key, loc, borough))
             for evse in loc.evses:
                 ekey = keys.evse_key(key, evse.uid)
                 evses.append((ekey, key, borough, evse))
-                for con in evse.connectors:
-                    connectors.append(
-                        dict(
-                            id=keys.connector_key(ekey, con.source_id),
-                            **self._prov(con.source_id, con.last_updated, now),
-                            evse_id=ekey,
-                            standard=con.standard,
-                            format=con.format,
-                            power_type=con.power_type,
-                            max_voltage=con.max_voltage,
-                            max_amperage=con.max_amperage,
-                            max_power_kw=con.max_power_kw,
-                            tariff_ids=con.tariff_ids,
-                        )
-                    )
-        old_evses = {
-            r["id"]: r
-            for r in await fetch_by_ids(
-                Evse,
-                [e[0] for e in evses],
-                ["id", "status", "status_since", "last_updated"],
-                conn,
-                datetimes=["status_since", "last_updated"],
-            )
-        }
+                connectors.extend(connector_row(src, ekey, con) for con in evse.connectors)
+        stored = await fetch_by_ids(
+            Evse,
+            [e[0] for e in evses],
+            ["id", "status", "status_since", "last_updated"],
+            conn,
+            datetimes=["status_since", "last_updated"],
+        )
+        old_evses = {r["id"]: r for r in stored}
         evse_rows, history, events = [], [], []
         for ekey, lkey, borough, evse in evses:
             old = old_evses.get(ekey)
             if old is not None and evse.last_updated < old["last_updated"]:
                 continue  # an older EVSE version inside a newer location: keep what we have
             changed = old is None or old["status"] != evse.status
-            since = evse.last_updated if changed else old["status_since"]  # type: ignore[index]
-            evse_rows.append(
-                dict(
-                    id=ekey,
-                    **self._prov(evse.uid, evse.last_updated, now),
-                    location_id=lkey,
-                    uid=evse.uid,
-                    evse_id=evse.evse_id,
-                    status=evse.status,
-                    status_since=since,
-                    capabilities=evse.capabilities,
-                    floor_level=evse.floor_level,
-                    physical_reference=evse.physical_reference,
-                    latitude=evse.latitude,
-                    longitude=evse.longitude,
-                )
-            )
+            evse_rows.append(evse_row(src, ekey, lkey, evse, evse.last_updated if changed else old["status_since"]))
             if changed:
-                history.append(dict(evse_id=ekey, status=evse.status, since=evse.last_updated))
-                events.append(
-                    self._event(
-                        "evse.status_changed",
-                        ekey,
-                        borough,
-                        {
-                            "evse": ekey,
-                            "location": lkey,
-                            "status": evse.status,
-                            "previous": None if old is None else old["status"],
-                            "at": evse.last_updated.isoformat(),
-                        },
-                        now,
-                    )
-                )
+                history.append({"evse_id": ekey, "status": evse.status, "since": evse.last_updated})
+                payload = {
+                    "evse": ekey,
+                    "location": lkey,
+                    "status": evse.status,
+                    "previous": None if old is None else old["status"],
+                    "at": evse.last_updated.isoformat(),
+                }
+                events.append(event_row(src, "evse.status_changed", ekey, borough, payload))
         await upsert(Location, locations, conn)
         await upsert(Evse, evse_rows, conn)
         await upsert(Connector, connectors, conn)
-        if history:
-            await upsert(StatusObservation, history, conn)
+        await upsert(StatusObservation, history, conn)
         await self._append_events(events, conn, result)
         result.written = len(locations)
         return result
 
-    async def _append_events(self, events: list[dict[str, Any]], conn: BaseDBAsyncClient, result: IngestResult) -> None:
-        if not events:
-            return
+    async def _append_events(self, events: list[Row], conn: BaseDBAsyncClient, result: IngestResult) -> None:
         await upsert(Event, events, conn)
         result.events += len(events)
         for ev in events:
             result.by_kind[ev["kind"]] = result.by_kind.get(ev["kind"], 0) + 1
 
-    async def _borough_of_locations(self, location_keys: set[str], conn: BaseDBAsyncClient) -> dict[str, str | None]:
-        rows = await fetch_by_ids(Location, list(location_keys), ["id", "borough_code"], conn)
+    async def _boroughs_of(self, location_ids: Iterable[str], conn: BaseDBAsyncClient) -> dict[str, str | None]:
+        """Stored location key -> borough, for the operator's location ids a page refers to."""
+        wanted = {keys.location_key(self.operator_id, lid) for lid in location_ids}
+        rows = await fetch_by_ids(Location, list(wanted), ["id", "borough_code"], conn)
         return {r["id"]: r["borough_code"] for r in rows}
 
-    async def _sessions(self, recs: list[Record], conn: BaseDBAsyncClient, now: datetime) -> IngestResult:
+    async def _sessions(self, src: Source, recs: list[SessionRecord], conn: BaseDBAsyncClient) -> IngestResult:
+        """Sessions, with started / updated / completed / aborted events for what changed."""
         result = IngestResult()
-        latest = _newest(recs, lambda r: keys.record_key(self.operator_id, r.source_id))
-        stored = await _stored_versions(Session, latest, conn)
-        todo: dict[str, SessionRecord] = {k: r for k, r in latest.items() if _is_newer(r, stored.get(k))}  # type: ignore[misc]
-        if not todo:
+        changes = await self._changed(Session, recs, self._record_key, conn)
+        if not changes.todo:
             return result
-        loc_keys = {keys.location_key(self.operator_id, s.location_source_id) for s in todo.values()}
-        boroughs = await self._borough_of_locations(loc_keys, conn)
+        boroughs = await self._boroughs_of((s.location_source_id for s in changes.todo.values()), conn)
         rows, events = [], []
-        for key, s in todo.items():
-            lkey = keys.location_key(self.operator_id, s.location_source_id)
-            ekey = keys.evse_key(lkey, s.evse_uid) if s.evse_uid else None
-            borough = boroughs.get(lkey)
-            rows.append(
-                dict(
-                    id=key,
-                    **self._prov(s.source_id, s.last_updated, now),
-                    location_id=lkey,
-                    evse_id=ekey,
-                    connector_id=keys.connector_key(ekey, s.connector_source_id)
-                    if ekey and s.connector_source_id
-                    else None,
-                    borough_code=borough,
-                    start=s.start,
-                    end=s.end,
-                    kwh=s.kwh,
-                    status=s.status,
-                    auth_method=s.auth_method,
-                    token_pseudonym=self.pseudonymize(self.operator_id, s.token_uid),
-                    currency=s.currency,
-                    total_cost_excl_vat=s.total_cost.excl_vat if s.total_cost else None,
-                    total_cost_incl_vat=s.total_cost.incl_vat if s.total_cost else None,
-                )
+        for key, s in changes.todo.items():
+            row = session_row(src, key, s, boroughs.get(keys.location_key(self.operator_id, s.location_source_id)))
+            rows.append(row)
+            payload = session_payload(row)
+            previous = changes.stored.get(key, {}).get("status")
+            events.extend(
+                event_row(src, kind, key, row["borough_code"], payload)
+                for kind in session_event_kinds(previous, s.status)
             )
-            # The payload carries only what the event is about; cost and token stay in the table,
-            # behind the access policy.
-            payload = {
-                "session": key,
-                "location": lkey,
-                "evse": ekey,
-                "status": s.status,
-                "start": s.start.isoformat(),
-                "end": s.end.isoformat() if s.end else None,
-                "kwh": s.kwh,
-            }
-            kinds = session_event_kinds(stored.get(key, {}).get("status"), s.status)
-            events.extend(self._event(kind, key, borough, payload, now) for kind in kinds)
         await upsert(Session, rows, conn)
         await self._append_events(events, conn, result)
         result.written = len(rows)
         return result
 
-    async def _cdrs(self, recs: list[Record], conn: BaseDBAsyncClient, now: datetime) -> IngestResult:
-        result = IngestResult()
-        latest = _newest(recs, lambda r: keys.record_key(self.operator_id, r.source_id))
-        stored = await _stored_versions(Cdr, latest, conn)
-        todo: dict[str, CdrRecord] = {k: r for k, r in latest.items() if _is_newer(r, stored.get(k))}  # type: ignore[misc]
-        if not todo:
-            return result
-        loc_keys = {keys.location_key(self.operator_id, c.location_source_id) for c in todo.values()}
-        boroughs = await self._borough_of_locations(loc_keys, conn)
-        rows = []
-        for key, c in todo.items():
-            lkey = keys.location_key(self.operator_id, c.location_source_id)
-            ekey = keys.evse_key(lkey, c.evse_uid) if c.evse_uid else None
-            rows.append(
-                dict(
-                    id=key,
-                    **self._prov(c.source_id, c.last_updated, now),
-                    session_id=keys.record_key(self.operator_id, c.session_source_id) if c.session_source_id else None,
-                    location_id=lkey,
-                    evse_id=ekey,
-                    connector_id=keys.connector_key(ekey, c.connector_source_id)
-                    if ekey and c.connector_source_id
-                    else None,
-                    borough_code=boroughs.get(lkey),
-                    start=c.start,
-                    end=c.end,
-                    total_energy=c.total_energy,
-                    total_time=c.total_time,
-                    total_parking_time=c.total_parking_time,
-                    currency=c.currency,
-                    total_cost_excl_vat=c.total_cost.excl_vat,
-                    total_cost_incl_vat=c.total_cost.incl_vat,
-                    credit=c.credit,
-                    credit_reference_id=c.credit_reference_id,
-                    auth_method=c.auth_method,
-                    token_pseudonym=self.pseudonymize(self.operator_id, c.token_uid),
-                    tariff_ids=c.tariff_ids,
-                )
-            )
-        await upsert(Cdr, rows, conn)
-        result.written = len(rows)
-        return result
-
-    async def _tariffs(self, recs: list[Record], conn: BaseDBAsyncClient, now: datetime) -> IngestResult:
-        result = IngestResult()
-        latest = _newest(recs, lambda r: keys.record_key(self.operator_id, r.source_id))
-        stored = await _stored_versions(Tariff, latest, conn)
+    async def _cdrs(self, src: Source, recs: list[CdrRecord], conn: BaseDBAsyncClient) -> IngestResult:
+        """CDRs (immutable upstream; a correction is a new credit CDR)."""
+        todo = (await self._changed(Cdr, recs, self._record_key, conn)).todo
+        boroughs = await self._boroughs_of((c.location_source_id for c in todo.values()), conn) if todo else {}
         rows = [
-            dict(
-                id=key,
-                **self._prov(t.source_id, t.last_updated, now),
-                currency=t.currency,
-                type=t.type,
-                alt_text=t.alt_text,
-                alt_url=t.alt_url,
-                min_price_excl_vat=t.min_price.excl_vat if t.min_price else None,
-                max_price_excl_vat=t.max_price.excl_vat if t.max_price else None,
-                elements=t.elements,
-                start=t.start,
-                end=t.end,
-                energy_mix=t.energy_mix,
-            )
-            for key, t in latest.items()
-            if _is_newer(t, stored.get(key)) and isinstance(t, TariffRecord)
+            cdr_row(src, key, c, boroughs.get(keys.location_key(self.operator_id, c.location_source_id)))
+            for key, c in todo.items()
         ]
+        await upsert(Cdr, rows, conn)
+        return IngestResult(written=len(rows))
+
+    async def _tariffs(self, src: Source, recs: list[TariffRecord], conn: BaseDBAsyncClient) -> IngestResult:
+        """Tariffs."""
+        todo = (await self._changed(Tariff, recs, self._record_key, conn)).todo
+        rows = [tariff_row(src, key, t) for key, t in todo.items()]
         await upsert(Tariff, rows, conn)
-        result.written = len(rows)
-        return result
+        return IngestResult(written=len(rows))
