@@ -3,14 +3,16 @@
 The lifespan either starts the whole runtime (database, boroughs, pollers; `gateway.runtime`) or,
 when none is given (tests, a read-only replica), just opens and closes the database. The GraphQL
 context is built per request: the principal from `Authorization: Bearer <token>` (or, on a
-WebSocket, from the connection_init payload) and fresh DataLoaders.
+WebSocket, from the connection_init payload) and fresh DataLoaders. Queries over HTTP go through
+the response cache (`gateway.cache`) unless it is turned off.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
@@ -22,14 +24,17 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types import ExecutionResult
 
 from gateway.auth import authenticate
+from gateway.cache import CacheSettings, ResponseCache, create_cache, data_version
 from gateway.config import GatewayConfig
 from gateway.db import close_db, connection, init_db
 from gateway.errors import ErrorCode
 from resolvers.context import RequestContext
-from resolvers.schema import schema
+from resolvers.schema import MAX_TOKENS, schema
 
 log = logging.getLogger("evgate.app")
 
@@ -50,10 +55,24 @@ class OrjsonResponse(JSONResponse):
         return orjson.dumps(content)
 
 
-class GatewayGraphQL(GraphQL[RequestContext, None]):
-    """Strawberry's ASGI view with our context, authentication and orjson."""
+class EncodedResponse(bytes):
+    """A response body already serialised (for or from the response cache)."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+
+@dataclass
+class EncodedResult(ExecutionResult):
+    """The result of a query answered with an already serialised body (no errors, by construction).
+
+    Only ever returned for a single operation: batched requests are not enabled on this view.
+    """
+
+    body: EncodedResponse = field(default_factory=lambda: EncodedResponse(b""))
+
+
+class GatewayGraphQL(GraphQL[RequestContext, None]):
+    """Strawberry's ASGI view with our context, authentication, orjson and the response cache."""
+
+    def __init__(self, config: GatewayConfig, cache: ResponseCache | None = None) -> None:
         super().__init__(
             schema,
             graphql_ide="graphiql",
@@ -61,6 +80,7 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
         )
         self.config = config
+        self.cache = cache
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """As strawberry's, except that a malformed HTTP request gets a JSON error with a code
@@ -89,13 +109,71 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
                 value = f"Bearer {value}"
             context.set_principal(authenticate(value, self.config.admin_token))
 
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: Any,
+        sub_response: Response,
+        context: RequestContext,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        """As strawberry's, but answered from the response cache when the same query was answered
+        for the same principal since the data last changed (`gateway.cache`)."""
+        args = (request, request_adapter, sub_response, context, root_value, request_data)
+        key = self._cache_key(request_adapter.method, request_data, context)
+        if key is None or self.cache is None:
+            return await super().execute_single(*args)
+        cached = self.cache.get(key)
+        if cached is None:
+            cached = await self.cache.wait_for(key)  # the same query is being answered right now
+        if cached is not None:
+            return EncodedResult(data=None, errors=None, body=EncodedResponse(cached))
+        with self.cache.computing(key):
+            version = data_version()  # read before running: a commit during the run must not be hidden
+            result = await super().execute_single(*args)
+            if result.errors or _touched(sub_response):
+                return result  # errors are never cached, nor responses with their own status or headers
+            body = EncodedResponse(self.encode_json(await self.process_result(request, result)))
+            self.cache.put(key, body, version)
+        return EncodedResult(data=None, errors=None, body=body)
+
+    def _cache_key(self, method: str, request_data: GraphQLRequestData, context: RequestContext) -> Hashable | None:
+        """The response cache key of a request, or None if it is not to be cached."""
+        if self.cache is None or method not in CACHEABLE_METHODS:
+            return None
+        return self.cache.key(
+            request_data.query,
+            request_data.variables,
+            request_data.operation_name,
+            request_data.extensions,
+            context.principal,
+        )
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        """Strawberry's, except that an already serialised result stays as it is (see `encode_json`)."""
+        if isinstance(result, EncodedResult):
+            return result.body  # type: ignore[return-value]  # passed through to encode_json
+        return await super().process_result(request, result)
+
     def decode_json(self, data: str | bytes) -> object:
         """Parse request bodies with orjson (its JSONDecodeError is a json.JSONDecodeError)."""
         return orjson.loads(data)
 
     def encode_json(self, data: object) -> bytes:
-        """Serialise responses with orjson."""
+        """Serialise responses with orjson (an `EncodedResponse` is already serialised)."""
+        if isinstance(data, EncodedResponse):
+            return data
         return orjson.dumps(data)
+
+
+# GET and POST both run queries (mutations are refused over GET, and never cached anyway).
+CACHEABLE_METHODS: frozenset[str] = frozenset({"GET", "POST"})
+
+
+def _touched(sub_response: Response) -> bool:
+    """Whether a resolver set the response's status or headers (such a response is not cached)."""
+    return sub_response.status_code is not None or bool(sub_response.headers.raw)
 
 
 async def healthz(request: Request) -> Response:
@@ -108,9 +186,14 @@ async def healthz(request: Request) -> Response:
     return OrjsonResponse({"status": "ok"})
 
 
-def create_app(config: GatewayConfig, runtime_factory: RuntimeFactory | None = None) -> Starlette:
+def create_app(
+    config: GatewayConfig,
+    runtime_factory: RuntimeFactory | None = None,
+    cache: CacheSettings | None = None,
+) -> Starlette:
     """The Starlette app serving /graphql and /healthz, with the runtime (or just the database)
-    started and stopped by its lifespan."""
+    started and stopped by its lifespan. `cache` sizes the response cache (default: from the
+    environment, `CacheSettings.from_env`; `CacheSettings(enabled=False)` turns it off)."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -127,7 +210,8 @@ def create_app(config: GatewayConfig, runtime_factory: RuntimeFactory | None = N
             finally:
                 await close_db()
 
-    graphql_app = GatewayGraphQL(config)
+    settings = cache if cache is not None else CacheSettings.from_env()
+    graphql_app = GatewayGraphQL(config, create_cache(settings, max_tokens=MAX_TOKENS))
     return Starlette(
         routes=[
             Route("/graphql", graphql_app, methods=["GET", "POST"]),

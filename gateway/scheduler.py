@@ -22,6 +22,7 @@ from tortoise.transactions import in_transaction
 from adapters.http import UpstreamError
 from adapters.model import Module
 from adapters.ocpi import OcpiAdapter
+from gateway.cache import bump_data_version
 from gateway.config import OperatorConfig
 from gateway.ingest import Ingestor, IngestResult
 from gateway.models import SyncState
@@ -173,6 +174,7 @@ class OperatorPoller:
                     async for page in pages:
                         result.add(await self.ingestor.ingest_page(page, conn))
                 await self._commit_cursor(state, end, result, conn)
+            bump_data_version()  # committed: GraphQL answers cached before now are stale (gateway.cache)
         finally:
             await pages.aclose()
         return result

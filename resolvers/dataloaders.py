@@ -1,8 +1,10 @@
 """Per-request DataLoaders: nested fields cost one query per level of the query, not one per row.
 
-A query for 100 locations with their EVSEs, connectors, tariffs, borough and operator runs one
-batched `IN (...)` query per relation. Loaders are created fresh for every operation (never shared
-between requests: their cache would serve one caller's rows to another and grow without bound).
+They serve the relations that no parent prefetched (`resolvers.prefetch` covers the `locations`
+page): `location(id)`, `evse(id)`, a session's or CDR's location and tariffs, and anything nested
+under those. However many rows ask, each relation costs one batched `IN (...)` query per tick.
+Loaders are created fresh for every operation (never shared between requests: their cache would
+serve one caller's rows to another and grow without bound). They hold plain rows (`catalog.Row`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import TypeVar
 from strawberry.dataloader import DataLoader
 
 from gateway import catalog
-from gateway.models import Borough, Connector, Evse, Location, Operator, Tariff
+from gateway.catalog import Row
 
 V = TypeVar("V")
 
@@ -39,13 +41,13 @@ def _many(fetch: Callable[[Sequence[str]], Awaitable[Mapping[str, list[V]]]]) ->
 class Loaders:
     """The DataLoaders of one operation."""
 
-    location: DataLoader[str, Location | None]
-    evse: DataLoader[str, Evse | None]
-    evses_by_location: DataLoader[str, list[Evse]]
-    connectors_by_evse: DataLoader[str, list[Connector]]
-    tariff: DataLoader[str, Tariff | None]
-    operator: DataLoader[str, Operator | None]
-    borough: DataLoader[str, Borough | None]
+    location: DataLoader[str, Row | None]
+    evse: DataLoader[str, Row | None]
+    evses_by_location: DataLoader[str, list[Row]]
+    connectors_by_evse: DataLoader[str, list[Row]]
+    tariff: DataLoader[str, Row | None]
+    operator: DataLoader[str, Row | None]
+    borough: DataLoader[str, Row | None]
 
 
 def create_loaders() -> Loaders:

@@ -15,6 +15,7 @@ from gateway import catalog
 from gateway.policy import DataClass
 from resolvers.filters import LocationFilter, RecordFilter
 from resolvers.permissions import protected
+from resolvers.prefetch import prefetch_locations, subselection
 from resolvers.types import (
     Borough,
     Cdr,
@@ -29,6 +30,7 @@ from resolvers.types import (
     Tariff,
     TariffConnection,
     connection_of,
+    load_location,
 )
 
 DEFAULT_FIRST = catalog.DEFAULT_PAGE_SIZE
@@ -51,18 +53,22 @@ class Query:
     @strawberry.field(description="Published locations matching the filter: by id, or nearest first with `near`.")
     async def locations(
         self,
+        info: Info,
         filter: LocationFilter | None = None,
         first: First = DEFAULT_FIRST,
         after: After = None,
     ) -> LocationConnection:
         query = filter.to_query() if filter is not None else catalog.LocationQuery()
         page = await catalog.search_locations(query, first, after)
-        return connection_of(page, lambda hit: Location.from_row(hit.location, hit.distance_m))
+        connection = connection_of(page, lambda hit: Location.from_row(hit.location, hit.distance_m))
+        # The page is known here: fetch the nested data it selects in one query per relation.
+        node_selections = subselection(info.selected_fields, "locations", "edges", "node")
+        await prefetch_locations([edge.node for edge in connection.edges], node_selections)
+        return connection
 
     @strawberry.field(description="One published location by id.")
     async def location(self, info: Info, id: strawberry.ID) -> Location | None:
-        row = await info.context.loaders.location.load(str(id))
-        return Location.from_row(row) if row is not None else None
+        return await load_location(info, str(id))
 
     @strawberry.field(description="One EVSE (of a published location) by id.")
     async def evse(self, info: Info, id: strawberry.ID) -> Evse | None:

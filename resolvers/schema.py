@@ -5,7 +5,8 @@ not let a single document fan out without bound): depth (the deepest useful quer
 evses -> connectors -> tariffs -> provenance, is 8), aliases (each alias can repeat a costly
 field), tokens (parsing itself costs). Parsed and validated documents are cached (LRU, bounded)
 because clients send the same few queries again and again. Extensions are passed as classes or
-factories, never instances, so that no state is shared between concurrent requests.
+factories, never instances, so that no state is shared between concurrent requests; the depth and
+alias rules, which hold no state, are built once (see `LIMIT_RULES`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from graphql import GraphQLError
 from strawberry import Schema
 from strawberry.extensions import (
+    AddValidationRules,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
@@ -33,6 +35,14 @@ MAX_DEPTH = 10
 MAX_ALIASES = 15
 MAX_TOKENS = 2000  # GraphiQL's introspection query is about 300 tokens
 CACHE_SIZE = 256
+
+# The depth and alias validation rules, built once. ValidationCache keys on the document *and the
+# rule classes*, and every QueryDepthLimiter or MaxAliasesLimiter instance builds new classes: made
+# per request, they made every request miss the cache and validate the whole document again.
+LIMIT_RULES = (
+    *QueryDepthLimiter(max_depth=MAX_DEPTH).validation_rules,
+    *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
+)
 
 
 class EvgateSchema(Schema):
@@ -55,8 +65,7 @@ def build_schema() -> EvgateSchema:
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
             lambda: ParserCache(maxsize=CACHE_SIZE),
-            lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
-            lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+            lambda: AddValidationRules(list(LIMIT_RULES)),
             lambda: ValidationCache(maxsize=CACHE_SIZE),
             FreshLoaders,
         ],

@@ -1,4 +1,13 @@
-"""The GraphQL object types, built from stored rows by `from_row`, related rows via DataLoaders.
+"""The GraphQL object types, built from stored rows (`catalog.Row`, plain dicts) by `from_row`.
+
+Related objects come one of two ways (see `resolvers.prefetch`):
+- prefetched: a list resolver that knows its page (`locations`) fetches the relations the query
+  selects in one batched query each and attaches them (`preloaded_*`); the nested field then
+  returns them synchronously, with no task, future or DataLoader per row;
+- otherwise (`location(id)`, `evse(id)`, a session's location...): through the per-request
+  DataLoaders, which batch whatever the execution asks for in the same tick.
+Such a field is a plain (non-async) resolver that returns either the list or an awaitable; the
+executor awaits only the latter. Its GraphQL type is given with `graphql_type=`.
 
 Codes that come from operators (EVSE status, connector standard, power type...) are strings, not
 enums: OCPI, OICP and home-grown APIs each have their own vocabulary and a new value must not turn
@@ -11,7 +20,8 @@ map layers come from the GLA directly).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -19,12 +29,22 @@ import strawberry
 from strawberry.scalars import JSON
 
 from gateway import catalog, keys, models
+from gateway.catalog import Row
 from gateway.policy import DataClass
 from resolvers.context import RequestContext
 from resolvers.permissions import protected
 
 T = TypeVar("T")
 Info = strawberry.Info[RequestContext, None]
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded(Generic[T]):
+    """A to-one relation already fetched by the parent's list resolver. `Loaded(None)` means
+    fetched, and there is no such row; an attribute that is None (no `Loaded`) means not fetched:
+    the field then asks the DataLoader."""
+
+    value: T
 
 
 @strawberry.type(description="Where an operator-sourced record came from and how fresh it is.")
@@ -36,8 +56,19 @@ class Provenance:
     last_updated: datetime = strawberry.field(description="When the operator last changed it.")
 
     @classmethod
-    def of(cls, row: models.Provenance) -> Provenance:
+    def of(cls, row: Row) -> Provenance:
         """The provenance columns of any operator-sourced row."""
+        return cls(
+            operator_id=row["operator_id"],
+            protocol=row["protocol"],
+            source_id=row["source_id"],
+            fetched_at=row["fetched_at"],
+            last_updated=row["last_updated"],
+        )
+
+    @classmethod
+    def of_model(cls, row: models.Provenance) -> Provenance:
+        """The provenance of a row read as a model instance (sessions, CDRs)."""
         return cls(
             operator_id=row.operator_id,
             protocol=row.protocol,
@@ -60,9 +91,9 @@ class Operator:
     protocol: str = strawberry.field(description="ocpi, oicp, ...")
 
     @classmethod
-    def from_row(cls, row: models.Operator) -> Operator:
-        """Build from the stored row."""
-        return cls(id=strawberry.ID(row.id), name=row.name, protocol=row.protocol)
+    def from_row(cls, row: Row) -> Operator:
+        """Build from the stored row (`catalog.OPERATOR_COLUMNS`)."""
+        return cls(id=strawberry.ID(row["id"]), name=row["name"], protocol=row["protocol"])
 
 
 @strawberry.type(description="A London borough.")
@@ -71,9 +102,9 @@ class Borough:
     name: str
 
     @classmethod
-    def from_row(cls, row: models.Borough) -> Borough:
-        """Build from the stored row."""
-        return cls(code=row.gss_code, name=row.name)
+    def from_row(cls, row: Row) -> Borough:
+        """Build from the stored row (`catalog.BOROUGH_COLUMNS`)."""
+        return cls(code=row["gss_code"], name=row["name"])
 
 
 @strawberry.type(description="A price list (OCPI Tariff); open data under the 2023 regulations.")
@@ -92,20 +123,20 @@ class Tariff:
     provenance: Provenance
 
     @classmethod
-    def from_row(cls, row: models.Tariff) -> Tariff:
-        """Build from the stored row."""
+    def from_row(cls, row: Row) -> Tariff:
+        """Build from the stored row (`catalog.TARIFF_COLUMNS`)."""
         return cls(
-            id=strawberry.ID(row.id),
-            currency=row.currency,
-            type=row.type,
-            alt_text=row.alt_text,
-            alt_url=row.alt_url,
-            min_price_excl_vat=row.min_price_excl_vat,
-            max_price_excl_vat=row.max_price_excl_vat,
-            elements=row.elements,
-            start=row.start,
-            end=row.end,
-            energy_mix=row.energy_mix,
+            id=strawberry.ID(row["id"]),
+            currency=row["currency"],
+            type=row["type"],
+            alt_text=row["alt_text"],
+            alt_url=row["alt_url"],
+            min_price_excl_vat=row["min_price_excl_vat"],
+            max_price_excl_vat=row["max_price_excl_vat"],
+            elements=row["elements"],
+            start=row["start"],
+            end=row["end"],
+            energy_mix=row["energy_mix"],
             provenance=Provenance.of(row),
         )
 
@@ -114,33 +145,38 @@ class Tariff:
 class Connector:
     id: strawberry.ID
     standard: str = strawberry.field(description="IEC_62196_T2, IEC_62196_T2_COMBO, CHADEMO, DOMESTIC_G, ...")
-    format: str = strawberry.field(description="SOCKET or CABLE.")
-    power_type: str = strawberry.field(description="AC_1_PHASE, AC_3_PHASE or DC.")
-    max_voltage: int
-    max_amperage: int
-    max_power_kw: float
+    # The ratings are nullable because real OCPI payloads omit them; null means "not published".
+    format: str | None = strawberry.field(description="SOCKET or CABLE; null when not published.")
+    power_type: str | None = strawberry.field(description="AC_1_PHASE, AC_3_PHASE or DC; null when not published.")
+    max_voltage: int | None = strawberry.field(description="In volts; null when not published.")
+    max_amperage: int | None = strawberry.field(description="In amperes; null when not published.")
+    max_power_kw: float | None = strawberry.field(description="In kW; null when not published.")
     provenance: Provenance
     tariff_keys: strawberry.Private[list[str]]
+    preloaded_tariffs: strawberry.Private[list[Tariff] | None] = None
 
     @classmethod
-    def from_row(cls, row: models.Connector) -> Connector:
-        """Build from the stored row; tariff ids are the operator's, keyed like stored tariffs."""
+    def from_row(cls, row: Row) -> Connector:
+        """Build from the stored row (`catalog.CONNECTOR_COLUMNS`); tariff ids are the operator's,
+        keyed like stored tariffs."""
+        operator_id = row["operator_id"]
         return cls(
-            id=strawberry.ID(row.id),
-            standard=row.standard,
-            format=row.format,
-            power_type=row.power_type,
-            max_voltage=row.max_voltage,
-            max_amperage=row.max_amperage,
-            max_power_kw=row.max_power_kw,
+            id=strawberry.ID(row["id"]),
+            standard=row["standard"],
+            format=row["format"],
+            power_type=row["power_type"],
+            max_voltage=row["max_voltage"],
+            max_amperage=row["max_amperage"],
+            max_power_kw=row["max_power_kw"],
             provenance=Provenance.of(row),
-            tariff_keys=[keys.record_key(row.operator_id, tid) for tid in row.tariff_ids or ()],
+            tariff_keys=[keys.record_key(operator_id, tid) for tid in row["tariff_ids"] or ()],
         )
 
-    @strawberry.field(description="The tariffs that apply (those the gateway holds).")
-    async def tariffs(self, info: Info) -> list[Tariff]:
-        rows = await info.context.loaders.tariff.load_many(self.tariff_keys)
-        return [Tariff.from_row(row) for row in rows if row is not None]
+    @strawberry.field(description="The tariffs that apply (those the gateway holds).", graphql_type=list[Tariff])
+    def tariffs(self, info: Info) -> list[Tariff] | Awaitable[list[Tariff]]:
+        if self.preloaded_tariffs is not None:
+            return self.preloaded_tariffs
+        return load_tariffs(info, self.tariff_keys)
 
 
 @strawberry.type(description="A charge point: one vehicle charges at a time.")
@@ -159,34 +195,36 @@ class Evse:
     coordinates: Coordinates | None
     provenance: Provenance
     location_id: strawberry.Private[str]
+    preloaded_connectors: strawberry.Private[list[Connector] | None] = None
 
     @classmethod
-    def from_row(cls, row: models.Evse) -> Evse:
-        """Build from the stored row."""
-        has_point = row.latitude is not None and row.longitude is not None
+    def from_row(cls, row: Row) -> Evse:
+        """Build from the stored row (`catalog.EVSE_COLUMNS`)."""
+        latitude, longitude = row["latitude"], row["longitude"]
+        has_point = latitude is not None and longitude is not None
         return cls(
-            id=strawberry.ID(row.id),
-            uid=row.uid,
-            evse_id=row.evse_id,
-            status=row.status,
-            status_since=row.status_since,
-            capabilities=list(row.capabilities or ()),
-            floor_level=row.floor_level,
-            physical_reference=row.physical_reference,
-            coordinates=Coordinates(latitude=row.latitude, longitude=row.longitude) if has_point else None,
+            id=strawberry.ID(row["id"]),
+            uid=row["uid"],
+            evse_id=row["evse_id"],
+            status=row["status"],
+            status_since=row["status_since"],
+            capabilities=list(row["capabilities"] or ()),
+            floor_level=row["floor_level"],
+            physical_reference=row["physical_reference"],
+            coordinates=Coordinates(latitude=latitude, longitude=longitude) if has_point else None,
             provenance=Provenance.of(row),
-            location_id=row.location_id,
+            location_id=row["location_id"],
         )
 
-    @strawberry.field(description="The EVSE's plugs and sockets.")
-    async def connectors(self, info: Info) -> list[Connector]:
-        rows = await info.context.loaders.connectors_by_evse.load(str(self.id))
-        return [Connector.from_row(row) for row in rows]
+    @strawberry.field(description="The EVSE's plugs and sockets.", graphql_type=list[Connector])
+    def connectors(self, info: Info) -> list[Connector] | Awaitable[list[Connector]]:
+        if self.preloaded_connectors is not None:
+            return self.preloaded_connectors
+        return load_connectors(info, self.id)
 
     @strawberry.field(description="The site this EVSE belongs to.")
     async def location(self, info: Info) -> Location | None:
-        row = await info.context.loaders.location.load(self.location_id)
-        return Location.from_row(row) if row is not None else None
+        return await load_location(info, self.location_id)
 
 
 @strawberry.type(description="A site with one or more EVSEs.")
@@ -209,45 +247,90 @@ class Location:
     provenance: Provenance
     operator_id: strawberry.Private[str]
     borough_code: strawberry.Private[str | None]
+    preloaded_evses: strawberry.Private[list[Evse] | None] = None
+    preloaded_borough: strawberry.Private[Loaded[Borough | None] | None] = None
+    preloaded_operator: strawberry.Private[Loaded[Operator | None] | None] = None
 
     @classmethod
-    def from_row(cls, row: models.Location, distance_m: float | None = None) -> Location:
-        """Build from the stored row (and the search distance, if any)."""
+    def from_row(cls, row: Row, distance_m: float | None = None) -> Location:
+        """Build from the stored row (`catalog.LOCATION_COLUMNS`) and the search distance, if any."""
         return cls(
-            id=strawberry.ID(row.id),
-            name=row.name,
-            address=row.address,
-            city=row.city,
-            postal_code=row.postal_code,
-            country=row.country,
-            coordinates=Coordinates(latitude=row.latitude, longitude=row.longitude),
-            parking_type=row.parking_type,
-            time_zone=row.time_zone,
-            opening_times=row.opening_times,
-            facilities=list(row.facilities or ()),
-            operator_name=row.operator_name,
+            id=strawberry.ID(row["id"]),
+            name=row["name"],
+            address=row["address"],
+            city=row["city"],
+            postal_code=row["postal_code"],
+            country=row["country"],
+            coordinates=Coordinates(latitude=row["latitude"], longitude=row["longitude"]),
+            parking_type=row["parking_type"],
+            time_zone=row["time_zone"],
+            opening_times=row["opening_times"],
+            facilities=list(row["facilities"] or ()),
+            operator_name=row["operator_name"],
             distance_meters=distance_m,
             provenance=Provenance.of(row),
-            operator_id=row.operator_id,
-            borough_code=row.borough_code,
+            operator_id=row["operator_id"],
+            borough_code=row["borough_code"],
         )
 
-    @strawberry.field(description="The borough the site lies in; null outside London.")
-    async def borough(self, info: Info) -> Borough | None:
+    @strawberry.field(description="The borough the site lies in; null outside London.", graphql_type=Borough | None)
+    def borough(self, info: Info) -> Borough | Awaitable[Borough | None] | None:
+        if self.preloaded_borough is not None:
+            return self.preloaded_borough.value
         if self.borough_code is None:
             return None
-        row = await info.context.loaders.borough.load(self.borough_code)
-        return Borough.from_row(row) if row is not None else None
+        return load_borough(info, self.borough_code)
 
-    @strawberry.field(description="The operator that publishes the site.")
-    async def operator(self, info: Info) -> Operator | None:
-        row = await info.context.loaders.operator.load(self.operator_id)
-        return Operator.from_row(row) if row is not None else None
+    @strawberry.field(description="The operator that publishes the site.", graphql_type=Operator | None)
+    def operator(self, info: Info) -> Operator | Awaitable[Operator | None] | None:
+        if self.preloaded_operator is not None:
+            return self.preloaded_operator.value
+        return load_operator(info, self.operator_id)
 
-    @strawberry.field(description="The site's charge points.")
-    async def evses(self, info: Info) -> list[Evse]:
-        rows = await info.context.loaders.evses_by_location.load(str(self.id))
-        return [Evse.from_row(row) for row in rows]
+    @strawberry.field(description="The site's charge points.", graphql_type=list[Evse])
+    def evses(self, info: Info) -> list[Evse] | Awaitable[list[Evse]]:
+        if self.preloaded_evses is not None:
+            return self.preloaded_evses
+        return load_evses(info, self.id)
+
+
+# ---------------------------------------------------------------------------------------------
+# Relations through the DataLoaders (when the parent did not prefetch them)
+# ---------------------------------------------------------------------------------------------
+
+
+async def load_location(info: Info, location_id: str) -> Location | None:
+    """A published location by id (None if absent or unpublished)."""
+    row = await info.context.loaders.location.load(location_id)
+    return Location.from_row(row) if row is not None else None
+
+
+async def load_evses(info: Info, location_id: str) -> list[Evse]:
+    """A location's EVSEs."""
+    return [Evse.from_row(row) for row in await info.context.loaders.evses_by_location.load(location_id)]
+
+
+async def load_connectors(info: Info, evse_id: str) -> list[Connector]:
+    """An EVSE's connectors."""
+    return [Connector.from_row(row) for row in await info.context.loaders.connectors_by_evse.load(evse_id)]
+
+
+async def load_tariffs(info: Info, tariff_keys: list[str]) -> list[Tariff]:
+    """The stored tariffs among `tariff_keys` (those the gateway does not hold are left out)."""
+    rows = await info.context.loaders.tariff.load_many(tariff_keys)
+    return [Tariff.from_row(row) for row in rows if row is not None]
+
+
+async def load_borough(info: Info, code: str) -> Borough | None:
+    """A borough by GSS code."""
+    row = await info.context.loaders.borough.load(code)
+    return Borough.from_row(row) if row is not None else None
+
+
+async def load_operator(info: Info, operator_id: str) -> Operator | None:
+    """An operator by id."""
+    row = await info.context.loaders.operator.load(operator_id)
+    return Operator.from_row(row) if row is not None else None
 
 
 @strawberry.type(
@@ -289,14 +372,13 @@ class Session:
             currency=row.currency,
             total_cost_excl_vat=row.total_cost_excl_vat,
             total_cost_incl_vat=row.total_cost_incl_vat,
-            provenance=Provenance.of(row),
+            provenance=Provenance.of_model(row),
             operator_id=row.operator_id,
         )
 
     @strawberry.field(description="The site of the charge (null if no longer published).")
     async def location(self, info: Info) -> Location | None:
-        row = await info.context.loaders.location.load(self.location_id)
-        return Location.from_row(row) if row is not None else None
+        return await load_location(info, self.location_id)
 
 
 @strawberry.type(
@@ -348,20 +430,18 @@ class Cdr:
             credit=row.credit,
             credit_reference_id=row.credit_reference_id,
             auth_method=row.auth_method,
-            provenance=Provenance.of(row),
+            provenance=Provenance.of_model(row),
             operator_id=row.operator_id,
             tariff_keys=[keys.record_key(row.operator_id, tid) for tid in row.tariff_ids or ()],
         )
 
     @strawberry.field(description="The site of the charge (null if no longer published).")
     async def location(self, info: Info) -> Location | None:
-        row = await info.context.loaders.location.load(self.location_id)
-        return Location.from_row(row) if row is not None else None
+        return await load_location(info, self.location_id)
 
     @strawberry.field(description="The tariffs the CDR was priced with (those the gateway holds).")
     async def tariffs(self, info: Info) -> list[Tariff]:
-        rows = await info.context.loaders.tariff.load_many(self.tariff_keys)
-        return [Tariff.from_row(row) for row in rows if row is not None]
+        return await load_tariffs(info, self.tariff_keys)
 
 
 # ---------------------------------------------------------------------------------------------

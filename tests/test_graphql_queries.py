@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from gateway.geo import haversine_m
+from gateway.models import Connector
 from tests import seed
 
 pytestmark = pytest.mark.usefixtures("db")
@@ -233,6 +234,72 @@ async def test_operators_boroughs_evse_and_tariffs(graphql: Any) -> None:
     assert [e["node"]["id"] for e in data["tariffs"]["edges"]] == ["op-a/NIGHT", "op-a/STD"]
     hidden = await graphql("query($id: ID!) { evse(id: $id) { uid } }", {"id": f"{keys['hidden']}/E0"})
     assert hidden["data"]["evse"] is None
+
+
+NESTED_NODE = """
+  id name borough { code name } operator { id }
+  evses {
+    id uid status statusSince capabilities coordinates { latitude longitude }
+    connectors {
+      id standard format powerType maxVoltage maxAmperage maxPowerKw
+      provenance { operatorId sourceId fetchedAt lastUpdated }
+      tariffs { id currency type elements provenance { sourceId } }
+    }
+  }
+"""
+
+
+async def test_a_page_and_single_lookups_serve_the_same_nested_data(graphql: Any) -> None:
+    """`locations` prefetches its page's relations; `location(id)` goes through the DataLoaders.
+    Both must give the same answer, including empty and missing relations."""
+    keys = await seed_two_operators()
+    await seed.tariffs("op-a", "STD")  # op-b's connectors name a tariff the gateway does not hold
+    await seed.sites([seed.Site("op-b", "BARE", *seed.offset(900, 900), borough_code="E09999999", evses=0)])
+    page = await graphql("{ locations(first: 100) { edges { node {" + NESTED_NODE + "} } } }")
+    assert "errors" not in page, page
+    nodes = {edge["node"]["id"]: edge["node"] for edge in page["data"]["locations"]["edges"]}
+    for key, node in nodes.items():
+        single = await graphql("query($id: ID!) { location(id: $id) {" + NESTED_NODE + "} }", {"id": key})
+        assert "errors" not in single, single
+        assert single["data"]["location"] == node
+    assert nodes[keys["a-west"]]["evses"][0]["connectors"][0]["tariffs"][0]["id"] == "op-a/STD"
+    assert nodes[keys["b-west"]]["evses"][0]["connectors"][0]["tariffs"] == []
+    assert nodes[keys["b-outside"]]["borough"] is None
+    bare = nodes["op-b/BARE"]
+    assert bare["evses"] == [] and bare["borough"] is None  # a code the gateway has no borough for
+
+
+async def test_a_connector_without_ratings_is_served_with_nulls(graphql: Any) -> None:
+    """Real OCPI payloads omit format, power type and ratings: the connector is served, with nulls."""
+    keys = await seed_two_operators()
+    await Connector.filter(id=f"{keys['a-west']}/E0/1").update(
+        format=None, power_type=None, max_voltage=None, max_amperage=None, max_power_kw=None
+    )
+    ratings = "connectors { id standard format powerType maxVoltage maxAmperage maxPowerKw }"
+    expected = {
+        "id": f"{keys['a-west']}/E0/1",
+        "standard": "IEC_62196_T2",
+        "format": None,
+        "powerType": None,
+        "maxVoltage": None,
+        "maxAmperage": None,
+        "maxPowerKw": None,
+    }
+    single = await graphql(
+        "query($id: ID!) { location(id: $id) { evses { " + ratings + " } } }", {"id": keys["a-west"]}
+    )
+    assert "errors" not in single, single
+    assert single["data"]["location"]["evses"][0]["connectors"][0] == expected
+    page = await graphql(
+        "query($ids: [String!]) { locations(filter: {operatorIds: $ids}) { edges { node { id evses { "
+        + ratings
+        + " } } } } }",
+        {"ids": ["op-a"]},
+    )
+    assert "errors" not in page, page
+    node = next(e["node"] for e in page["data"]["locations"]["edges"] if e["node"]["id"] == keys["a-west"])
+    assert node["evses"][0]["connectors"][0] == expected
+    assert node["evses"][0]["connectors"][1]["maxPowerKw"] == 50.0  # the other connector keeps its ratings
 
 
 # ---------------------------------------------------------------------------------------------
