@@ -53,8 +53,11 @@ def simulation_process(**kwargs: Any) -> Iterator[RemoteSimulation]:
     proc = ctx.Process(target=_serve, args=(child, kwargs), daemon=True)
     proc.start()
     try:
-        if not parent.poll(120):
-            raise TimeoutError("the simulator did not start within 120 s")
+        for _ in range(240):  # at most 120 s, but stop waiting as soon as the child has died
+            if parent.poll(0.5) or not proc.is_alive():
+                break
+        if not parent.poll(0):
+            raise RuntimeError(f"the simulator did not start (exit code {proc.exitcode}); see its traceback above")
         yield parent.recv()
     finally:
         parent.send("stop")
