@@ -193,7 +193,7 @@ def create_app(
 ) -> Starlette:
     """The Starlette app serving /graphql and /healthz, with the runtime (or just the database)
     started and stopped by its lifespan. `cache` sizes the response cache (default: from the
-    environment, `CacheSettings.from_env`; `CacheSettings(enabled=False)` turns it off)."""
+    configuration's `response_cache*` settings; `CacheSettings(enabled=False)` turns it off)."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -210,7 +210,7 @@ def create_app(
             finally:
                 await close_db()
 
-    settings = cache if cache is not None else CacheSettings.from_env()
+    settings = cache or CacheSettings.of(config.response_cache, config.response_cache_ttl, config.response_cache_mb)
     graphql_app = GatewayGraphQL(config, create_cache(settings, max_tokens=MAX_TOKENS))
     return Starlette(
         routes=[

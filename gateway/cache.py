@@ -25,15 +25,14 @@ What makes it honest:
 - One execution per burst: while a query is being answered, identical requests wait for that
   answer instead of running the same query side by side (after an invalidation, N clients polling
   the same view would otherwise cost N executions at once).
-- Switchable: `EVGATE_RESPONSE_CACHE=off` (see `CacheSettings.from_env`), or `create_app(...,
-  cache=None)`.
+- Switchable: `response_cache = "off"` in the configuration or `EVGATE_RESPONSE_CACHE=off`
+  (`GatewayConfig`), or `create_app(..., cache=CacheSettings(enabled=False))`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Mapping
@@ -85,15 +84,12 @@ class CacheSettings:
     max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> CacheSettings:
-        """`EVGATE_RESPONSE_CACHE` (on/off, default on), `EVGATE_RESPONSE_CACHE_TTL` (seconds) and
-        `EVGATE_RESPONSE_CACHE_MB` (total size); a TTL or size of 0 also turns it off."""
-        env = os.environ if environ is None else environ
-        switch = env.get("EVGATE_RESPONSE_CACHE", "on").strip().lower()
-        ttl = float(env.get("EVGATE_RESPONSE_CACHE_TTL", DEFAULT_TTL))
-        max_bytes = int(float(env.get("EVGATE_RESPONSE_CACHE_MB", DEFAULT_MAX_BYTES / 2**20)) * 2**20)
-        enabled = switch not in ("off", "0", "false", "no") and ttl > 0 and max_bytes > 0
-        return cls(enabled=enabled, ttl=ttl, max_bytes=max_bytes)
+    def of(cls, switch: bool | str, ttl: float, megabytes: float) -> CacheSettings:
+        """From the gateway's settings (`response_cache`, `response_cache_ttl`, `response_cache_mb`);
+        "off" (or false), a TTL of 0 or a size of 0 turns the cache off."""
+        on = switch if isinstance(switch, bool) else switch.strip().lower() not in ("off", "0", "false", "no")
+        max_bytes = int(float(megabytes) * 2**20)
+        return cls(enabled=on and float(ttl) > 0 and max_bytes > 0, ttl=float(ttl), max_bytes=max_bytes)
 
 
 @dataclass(frozen=True, slots=True)

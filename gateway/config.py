@@ -94,6 +94,10 @@ class GatewayConfig:
     boroughs_geojson: str | None = None
     operators: list[OperatorConfig] = field(default_factory=list)
     poll: bool = True
+    # The GraphQL response cache (gateway.cache): "on" or "off", entry lifetime, total size.
+    response_cache: str = "on"
+    response_cache_ttl: float = 3.0
+    response_cache_mb: float = 64.0
 
     @classmethod
     def load(cls, path: str | Path) -> GatewayConfig:
@@ -111,6 +115,9 @@ class GatewayConfig:
         self.admin_token = os.environ.get("EVGATE_ADMIN_TOKEN", self.admin_token)
         self.pseudonym_key = os.environ.get("EVGATE_PSEUDONYM_KEY", self.pseudonym_key)
         self.database_url = os.environ.get("EVGATE_DATABASE_URL", self.database_url)
+        self.response_cache = os.environ.get("EVGATE_RESPONSE_CACHE", self.response_cache)
+        self.response_cache_ttl = float(os.environ.get("EVGATE_RESPONSE_CACHE_TTL", self.response_cache_ttl))
+        self.response_cache_mb = float(os.environ.get("EVGATE_RESPONSE_CACHE_MB", self.response_cache_mb))
         if not self.pseudonym_key:
             raise ValueError("a pseudonym key is required (EVGATE_PSEUDONYM_KEY or gateway.pseudonym_key)")
         return self

@@ -165,9 +165,11 @@ async def test_a_burst_of_identical_queries_runs_the_query_once(db: TestDb, api:
 
 
 async def test_the_cache_can_be_turned_off(db: TestDb, gateway_config: GatewayConfig) -> None:
-    assert not CacheSettings.from_env({"EVGATE_RESPONSE_CACHE": "off"}).enabled
-    assert not CacheSettings.from_env({"EVGATE_RESPONSE_CACHE_TTL": "0"}).enabled
-    assert CacheSettings.from_env({}).enabled
+    assert not CacheSettings.of("off", 3, 64).enabled
+    assert not CacheSettings.of(False, 3, 64).enabled
+    assert not CacheSettings.of("on", 0, 64).enabled
+    assert not CacheSettings.of("on", 3, 0).enabled
+    assert CacheSettings.of("on", 3, 64).enabled
     await seed_sites()
     app = create_app(gateway_config, cache=CacheSettings(enabled=False))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as http:
