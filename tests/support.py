@@ -1,12 +1,15 @@
-"""Helpers shared by the tests: where the shared reference folder is, and skipping without it."""
+"""Helpers shared by the tests: the shared reference folder, loopback servers, scripted OCPI operators."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 import uvicorn
 from aiohttp import web
@@ -59,3 +62,52 @@ async def serve_tls(app: web.Application, pki_dir: Path, seed: int = 99) -> Asyn
         yield f"https://127.0.0.1:{port}", str(pki.ca_cert)
     finally:
         await runner.cleanup()
+
+
+def free_port() -> int:
+    """An unused loopback port, for a server started as a separate process."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ocpi_envelope(
+    data: Any,
+    *,
+    status_code: int = 1000,
+    timestamp: str = "2026-01-02T00:00:00Z",
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """An OCPI response envelope around `data`."""
+    body = {"data": data, "status_code": status_code, "status_message": "scripted", "timestamp": timestamp}
+    return web.Response(body=orjson.dumps(body), content_type="application/json", headers=headers or {})
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def scripted_operator(
+    pki_dir: Path, modules: dict[str, Handler], timestamp: Callable[[], str] = lambda: "2026-01-02T00:00:00Z"
+) -> AsyncIterator[tuple[str, str]]:
+    """An OCPI 2.2.1 operator over TLS whose Sender endpoints are the given handlers, at `/{module}`.
+
+    It answers the versions (`/versions`) and version details (`/2.2.1`) calls itself, with envelope
+    timestamps from `timestamp` (the operator's clock). Yields (versions URL, CA certificate path).
+    """
+    app = web.Application()
+    base: dict[str, str] = {}
+
+    async def versions(_: web.Request) -> web.Response:
+        return ocpi_envelope([{"version": "2.2.1", "url": f"{base['url']}/2.2.1"}], timestamp=timestamp())
+
+    async def details(_: web.Request) -> web.Response:
+        endpoints = [{"identifier": m, "role": "SENDER", "url": f"{base['url']}/{m}"} for m in modules]
+        return ocpi_envelope({"version": "2.2.1", "endpoints": endpoints}, timestamp=timestamp())
+
+    app.router.add_get("/versions", versions)
+    app.router.add_get("/2.2.1", details)
+    for module, handler in modules.items():
+        app.router.add_get(f"/{module}", handler)
+    async for url, ca in serve_tls(app, pki_dir):
+        base["url"] = url
+        yield f"{url}/versions", ca

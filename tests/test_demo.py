@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 from tests.demo_process import demo_process, operator_location_counts
-from tests.support import shared_path
+from tests.support import free_port, shared_path
 
 shared_path("data", "london_boroughs_gla_wgs84.geojson")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_demo_serves_every_operators_locations_within_a_minute(tmp_path) -> None:
-    port = _free_port()
+    port = free_port()
     with demo_process(port, str(tmp_path / "demo")) as proc:
         deadline = time.monotonic() + 60
         counts: dict[str, int] = {}

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from adapters.http import HttpClient, UpstreamError
 from adapters.ocpi import OcpiAdapter
-from tests.support import serve_tls, shared_path
+from tests.support import ocpi_envelope, serve_tls, shared_path
 
 TARIFF = orjson.loads(shared_path("fixtures", "ocpi", "2.2.1", "tariff_1_simple_2hour.json").read_bytes())
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -39,11 +39,6 @@ class Script:
     auth: list[str] = field(default_factory=list)
 
 
-def envelope(data: Any, status_code: int = 1000, headers: dict[str, str] | None = None) -> web.Response:
-    body = {"data": data, "status_code": status_code, "status_message": "x", "timestamp": "2026-01-02T00:00:00Z"}
-    return web.Response(body=orjson.dumps(body), content_type="application/json", headers=headers or {})
-
-
 @pytest.fixture
 async def operator(tmp_path: Path) -> AsyncIterator[tuple[Script, str, str]]:
     script = Script()
@@ -52,14 +47,14 @@ async def operator(tmp_path: Path) -> AsyncIterator[tuple[Script, str, str]]:
 
     async def versions(request: web.Request) -> web.Response:
         script.auth.append(request.headers.get("Authorization", ""))
-        return envelope([{"version": "2.1.1", "url": "/old"}, {"version": "2.2.1", "url": f"{base['url']}/2.2.1"}])
+        return ocpi_envelope([{"version": "2.1.1", "url": "/old"}, {"version": "2.2.1", "url": f"{base['url']}/2.2.1"}])
 
     async def details(_: web.Request) -> web.Response:
         eps = [
             {"identifier": "tariffs", "role": "SENDER", "url": f"{base['url']}/tariffs"},
             {"identifier": "tariffs", "role": "RECEIVER", "url": f"{base['url']}/wrong"},
         ]
-        return envelope({"version": "2.2.1", "endpoints": eps})
+        return ocpi_envelope({"version": "2.2.1", "endpoints": eps})
 
     async def tariffs(request: web.Request) -> web.Response:
         script.requests.append(request.path_qs)
@@ -94,7 +89,7 @@ async def test_offset_paging_follows_link_and_passes_the_window(operator: tuple[
         if offset + 2 < 5:
             query = request.query_string.replace(f"offset={offset}", f"offset={offset + 2}")
             headers["Link"] = f'<{url}/tariffs?{query}>; rel="next"'
-        return envelope(items, headers=headers)
+        return ocpi_envelope(items, headers=headers)
 
     script.answer = answer
     pages = await crawl(url, ca, page_limit=100)
@@ -110,9 +105,9 @@ async def test_link_is_followed_as_an_opaque_url(operator: tuple[Script, str, st
 
     def answer(request: web.Request, n: int) -> web.Response:
         if n == 1:
-            return envelope([tariff(1)], headers={"Link": f'<{url}/tariffs/page/2>; rel="next"'})
+            return ocpi_envelope([tariff(1)], headers={"Link": f'<{url}/tariffs/page/2>; rel="next"'})
         assert request.path == "/tariffs/page/2" and not request.query
-        return envelope([tariff(2)])
+        return ocpi_envelope([tariff(2)])
 
     script.answer = answer
     pages = await crawl(url, ca)
@@ -133,7 +128,7 @@ async def test_dropping_total_count_lowers_the_next_offset(operator: tuple[Scrip
         headers = {"X-Total-Count": str(len(data))}
         if offset + limit < len(data):
             headers["Link"] = f'<{url}/tariffs?offset={offset + limit}&limit={limit}>; rel="next"'
-        return envelope(items, headers=headers)
+        return ocpi_envelope(items, headers=headers)
 
     script.answer = answer
     pages = await crawl(url, ca, page_limit=2)
@@ -152,7 +147,7 @@ async def test_bare_array_without_envelope_is_accepted(operator: tuple[Script, s
 
 async def test_raw_token_encoding(operator: tuple[Script, str, str]) -> None:
     script, url, ca = operator
-    script.answer = lambda r, n: envelope([])
+    script.answer = lambda r, n: ocpi_envelope([])
     await crawl(url, ca, token_encoding="raw")
     assert script.auth == ["Token tok-en"]
 
@@ -160,15 +155,15 @@ async def test_raw_token_encoding(operator: tuple[Script, str, str]) -> None:
 @pytest.mark.parametrize(
     ("answer", "code"),
     [
-        (lambda r, n: envelope(None, status_code=2001), "UPSTREAM_PROTOCOL"),
-        (lambda r, n: envelope(None, status_code=3000), "UPSTREAM_UNAVAILABLE"),
+        (lambda r, n: ocpi_envelope(None, status_code=2001), "UPSTREAM_PROTOCOL"),
+        (lambda r, n: ocpi_envelope(None, status_code=3000), "UPSTREAM_UNAVAILABLE"),
         (lambda r, n: web.Response(status=401), "UPSTREAM_AUTH"),
         (lambda r, n: web.Response(status=503), "UPSTREAM_HTTP"),
         (lambda r, n: web.Response(status=429, headers={"Retry-After": "7"}), "UPSTREAM_RATE_LIMITED"),
         (lambda r, n: web.Response(body=b'{"data": [', content_type="application/json"), "UPSTREAM_PROTOCOL"),
-        (lambda r, n: envelope({"not": "a list"}), "UPSTREAM_PROTOCOL"),
+        (lambda r, n: ocpi_envelope({"not": "a list"}), "UPSTREAM_PROTOCOL"),
         (
-            lambda r, n: envelope([tariff(1)], headers={"Link": '<https://127.0.0.2:1/steal>; rel="next"'}),
+            lambda r, n: ocpi_envelope([tariff(1)], headers={"Link": '<https://127.0.0.2:1/steal>; rel="next"'}),
             "UPSTREAM_PROTOCOL",
         ),
     ],

@@ -21,7 +21,7 @@ from gateway.db import close_db
 from gateway.models import QuarantinedRecord, Session, SyncState
 from gateway.runtime import start_runtime
 from tests.conftest import TestDb
-from tests.support import serve_tls, shared_path
+from tests.support import ocpi_envelope, scripted_operator, shared_path
 
 FIXTURES = shared_path("fixtures", "ocpi", "2.2.1-bugfixes")
 TOKEN = "quarantine-test-token"
@@ -58,33 +58,14 @@ def _page() -> list[Any]:
     return [good[0], bad[0], good[1], bad[1], good[2], "not an object", bad[2], good[3], bad[3], good[4]]
 
 
-def _envelope(data: Any) -> web.Response:
-    body = {"data": data, "status_code": 1000, "timestamp": "2026-01-02T00:00:00Z"}
-    return web.Response(body=orjson.dumps(body), content_type="application/json")
-
-
 @pytest.fixture
 async def operator(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
-    app = web.Application()
-    base: dict[str, str] = {}
-
-    async def versions(_: web.Request) -> web.Response:
-        return _envelope([{"version": "2.2.1", "url": f"{base['url']}/ocpi/2.2.1"}])
-
-    async def details(_: web.Request) -> web.Response:
-        endpoints = [{"identifier": "sessions", "role": "SENDER", "url": f"{base['url']}/ocpi/2.2.1/sessions"}]
-        return _envelope({"version": "2.2.1", "endpoints": endpoints})
-
     async def sessions(request: web.Request) -> web.Response:
         assert request.query["date_from"] and request.query["date_to"]
-        return _envelope(_page())
+        return ocpi_envelope(_page())
 
-    app.router.add_get("/ocpi/versions", versions)
-    app.router.add_get("/ocpi/2.2.1", details)
-    app.router.add_get("/ocpi/2.2.1/sessions", sessions)
-    async for url, ca in serve_tls(app, tmp_path / "pki"):
-        base["url"] = url
-        yield f"{url}/ocpi/versions", ca
+    async for versions_url, ca in scripted_operator(tmp_path / "pki", {"sessions": sessions}):
+        yield versions_url, ca
 
 
 async def test_bad_records_are_quarantined_and_the_rest_kept(db: TestDb, operator: tuple[str, str]) -> None:

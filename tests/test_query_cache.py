@@ -26,7 +26,7 @@ from gateway.db import close_db
 from gateway.runtime import start_runtime
 from tests import seed
 from tests.conftest import TestDb
-from tests.support import serve_tls, shared_path
+from tests.support import ocpi_envelope, scripted_operator, shared_path
 from tests.test_no_n_plus_one import count_queries
 
 LOCATION = orjson.loads(shared_path("fixtures", "ocpi", "2.2.1", "location_example.json").read_bytes())
@@ -185,35 +185,17 @@ async def test_the_cache_can_be_turned_off(db: TestDb, gateway_config: GatewayCo
 # ---------------------------------------------------------------------------------------------
 
 
-def envelope(data: Any, timestamp: str, headers: dict[str, str] | None = None) -> web.Response:
-    body = {"data": data, "status_code": 1000, "timestamp": timestamp}
-    return web.Response(body=orjson.dumps(body), content_type="application/json", headers=headers or {})
-
-
 @pytest.fixture
 async def operator(tmp_path: Path) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
     """An OCPI operator publishing one location (the specification's example); the test changes
     `state["location"]` and moves the operator's clock `state["now"]`."""
     state: dict[str, Any] = {"location": copy.deepcopy(LOCATION), "now": "2026-01-02T00:00:00Z"}
-    base: dict[str, str] = {}
-    app = web.Application()
-
-    async def versions(_: web.Request) -> web.Response:
-        return envelope([{"version": "2.2.1", "url": f"{base['url']}/2.2.1"}], state["now"])
-
-    async def details(_: web.Request) -> web.Response:
-        endpoint = {"identifier": "locations", "role": "SENDER", "url": f"{base['url']}/locations"}
-        return envelope({"version": "2.2.1", "endpoints": [endpoint]}, state["now"])
 
     async def locations(_: web.Request) -> web.Response:
-        return envelope([state["location"]], state["now"], {"X-Total-Count": "1"})
+        return ocpi_envelope([state["location"]], timestamp=state["now"], headers={"X-Total-Count": "1"})
 
-    app.router.add_get("/versions", versions)
-    app.router.add_get("/2.2.1", details)
-    app.router.add_get("/locations", locations)
-    async for url, ca in serve_tls(app, tmp_path / "pki"):
-        base["url"] = url
-        yield f"{url}/versions", ca, state
+    async for versions_url, ca in scripted_operator(tmp_path / "pki", {"locations": locations}, lambda: state["now"]):
+        yield versions_url, ca, state
 
 
 async def test_a_committed_ingest_window_invalidates_cached_answers(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -19,7 +18,7 @@ import httpx
 import pytest
 
 from simulator.cluster import Simulation, start_simulation
-from tests.support import shared_path
+from tests.support import free_port, shared_path
 
 BOROUGHS = shared_path("data", "london_boroughs_gla_wgs84.geojson")
 
@@ -31,12 +30,6 @@ async def sim() -> AsyncIterator[Simulation]:
         yield simulation
     finally:
         await simulation.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _toml(sim: Simulation, db: Path, port: int) -> str:
@@ -66,7 +59,7 @@ def _toml(sim: Simulation, db: Path, port: int) -> str:
 
 
 async def test_serve_polls_the_configured_operators(sim: Simulation, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "gateway.toml"
     config.write_text(_toml(sim, tmp_path / "gw.sqlite3", port))
     env = {**os.environ, "EVGATE_PSEUDONYM_KEY": "serve-test-key", "EVGATE_ADMIN_TOKEN": "serve-admin"}

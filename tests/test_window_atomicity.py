@@ -7,7 +7,6 @@ import copy
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -19,7 +18,7 @@ from gateway.db import close_db
 from gateway.models import Event, Session, SyncState
 from gateway.runtime import start_runtime
 from tests.conftest import TestDb
-from tests.support import serve_tls, shared_path
+from tests.support import ocpi_envelope, scripted_operator, shared_path
 
 SESSION = orjson.loads(
     shared_path("fixtures", "ocpi", "2.2.1-bugfixes", "session_example_1_simple_start.json").read_bytes()
@@ -30,25 +29,10 @@ SESSIONS = [
 PAGE = 3
 
 
-def envelope(data: Any, headers: dict[str, str] | None = None) -> web.Response:
-    body = {"data": data, "status_code": 1000, "timestamp": "2026-01-02T00:00:00Z"}
-    return web.Response(body=orjson.dumps(body), content_type="application/json", headers=headers or {})
-
-
 @pytest.fixture
 async def operator(tmp_path: Path) -> AsyncIterator[tuple[str, str, dict[str, bool]]]:
     """An operator serving 9 sessions in pages of 3; while `broken`, its third page answers 500."""
     state = {"broken": True}
-    base: dict[str, str] = {}
-    app = web.Application()
-
-    async def versions(_: web.Request) -> web.Response:
-        return envelope([{"version": "2.2.1", "url": f"{base['url']}/2.2.1"}])
-
-    async def details(_: web.Request) -> web.Response:
-        return envelope(
-            {"version": "2.2.1", "endpoints": [{"identifier": "sessions", "role": "SENDER", "url": f"{base['url']}/s"}]}
-        )
 
     async def sessions(request: web.Request) -> web.Response:
         offset = int(request.query.get("offset", 0))
@@ -57,15 +41,11 @@ async def operator(tmp_path: Path) -> AsyncIterator[tuple[str, str, dict[str, bo
         headers = {"X-Total-Count": str(len(SESSIONS))}
         if offset + PAGE < len(SESSIONS):
             query = request.query_string.replace(f"offset={offset}", f"offset={offset + PAGE}")
-            headers["Link"] = f'<{base["url"]}/s?{query}>; rel="next"'
-        return envelope(SESSIONS[offset : offset + PAGE], headers)
+            headers["Link"] = f'<{request.url.origin()}/sessions?{query}>; rel="next"'
+        return ocpi_envelope(SESSIONS[offset : offset + PAGE], headers=headers)
 
-    app.router.add_get("/versions", versions)
-    app.router.add_get("/2.2.1", details)
-    app.router.add_get("/s", sessions)
-    async for url, ca in serve_tls(app, tmp_path / "pki"):
-        base["url"] = url
-        yield f"{url}/versions", ca, state
+    async for versions_url, ca in scripted_operator(tmp_path / "pki", {"sessions": sessions}):
+        yield versions_url, ca, state
 
 
 async def test_a_failed_window_leaves_nothing_and_the_next_run_takes_it_whole(
