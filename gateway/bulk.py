@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 import orjson
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.fields.data import JSONField
 from tortoise.models import Model
+
+from gateway.db import value_converters
 
 BATCH = 500
 
@@ -111,17 +112,11 @@ class BulkWriter:
         return sql
 
 
-def _as_datetime(value: Any) -> Any:
-    # SQLite hands back the ISO text the driver stored; PostgreSQL a datetime already.
-    return datetime.fromisoformat(value) if isinstance(value, str) else value
-
-
 async def fetch_by_ids(
     model: type[Model],
     ids: Sequence[str],
     columns: Sequence[str],
     conn: BaseDBAsyncClient,
-    datetimes: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """The given columns of the rows whose primary key is in `ids` (bound parameters, in batches).
 
@@ -129,6 +124,7 @@ async def fetch_by_ids(
     the ORM's query builder cost more than running it.
     """
     meta = model._meta
+    converters = value_converters(model, columns)
     cols = ", ".join(f'"{c}"' for c in columns)
     dialect = conn.capabilities.dialect
     out: list[dict[str, Any]] = []
@@ -136,7 +132,7 @@ async def fetch_by_ids(
         chunk = list(ids[i : i + BATCH])
         sql = f'SELECT {cols} FROM "{meta.db_table}" WHERE "{meta.pk_attr}" IN ({_placeholders(dialect, len(chunk))})'
         for row in await conn.execute_query_dict(sql, chunk):
-            for col in datetimes:
-                row[col] = _as_datetime(row[col])
+            for col, convert in converters:
+                row[col] = convert(row[col])
             out.append(row)
     return out

@@ -25,15 +25,14 @@ import math
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import orjson
-from tortoise import fields
 from tortoise.expressions import Q
-from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
+from gateway.db import as_utc, value_converters
 from gateway.errors import bad_input
 from gateway.geo import bounding_box, haversine_m
 from gateway.models import Borough, Cdr, Connector, Evse, Location, Operator, Session, Tariff
@@ -218,15 +217,11 @@ class Window:
     end: datetime
 
     def __post_init__(self) -> None:
-        start, end = _aware(self.start), _aware(self.end)
+        start, end = as_utc(self.start), as_utc(self.end)
         object.__setattr__(self, "start", start)
         object.__setattr__(self, "end", end)
         if start >= end:
             raise bad_input(f"from ({start.isoformat()}) must be earlier than to ({end.isoformat()})")
-
-
-def _aware(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,12 +328,12 @@ async def _by_start_page(qs: QuerySet[Any], kind: str, first: int, after: str | 
     if after is not None:
         start_s, last_id = decode_cursor(after, kind, 2)
         try:
-            start = _aware(datetime.fromisoformat(start_s))
+            start = as_utc(datetime.fromisoformat(start_s))
         except (TypeError, ValueError) as exc:
             raise bad_input("after is not a cursor returned by this field") from exc
         page_qs = qs.filter(Q(start__gt=start) | Q(start=start, id__gt=str(last_id)))
     rows = await page_qs.order_by("start", "id").limit(first + 1)
-    edges = [Edge(row, encode_cursor(kind, _aware(row.start).isoformat(), row.id)) for row in rows[:first]]
+    edges = [Edge(row, encode_cursor(kind, as_utc(row.start).isoformat(), row.id)) for row in rows[:first]]
     return Page(edges, len(rows) > first, _counter(qs))
 
 
@@ -511,44 +506,20 @@ async def cdrs_in_window(
 # ---------------------------------------------------------------------------------------------
 
 
-# Column types the database drivers (sqlite3, asyncpg) already return as the Python value.
-_DRIVER_NATIVE = (fields.CharField, fields.TextField, fields.IntField, fields.BigIntField, fields.FloatField)
-
-
-def _utc(value: datetime | str | None) -> datetime | None:
-    """A stored datetime as an aware UTC datetime (as tortoise returns it, with use_tz on):
-    SQLite gives ISO 8601 text, asyncpg a datetime; a naive value is taken to be UTC."""
-    if value is None:
-        return None
-    return _aware(value if isinstance(value, datetime) else datetime.fromisoformat(value))
-
-
-def _converters(model: type[Model], columns: Sequence[str]) -> list[tuple[str, Callable[[Any], Any]]]:
-    """How to turn each raw column value into its Python value (columns needing nothing are left out)."""
-    out: list[tuple[str, Callable[[Any], Any]]] = []
-    for column in columns:
-        field = model._meta.fields_map[column]
-        if isinstance(field, fields.DatetimeField):
-            out.append((column, _utc))
-        elif not isinstance(field, _DRIVER_NATIVE):
-            out.append((column, field.to_python_value))  # JSON, booleans...: tortoise's own conversion
-    return out
-
-
 async def _values(qs: QuerySet[Any], columns: Sequence[str]) -> list[Row]:
     """`await qs.values(*columns)`, with faster conversion of the values.
 
     tortoise builds the statement and its connection runs it (no SQL is written here). The values
     are then converted as tortoise would, except for datetimes: tortoise parses those with
     iso8601 and converts them to a ZoneInfo, about 9 µs a value, which was a third of the database
-    time of a page of 100 locations with their EVSEs and connectors; `_utc` gives the same value
-    with `datetime.fromisoformat` in well under a microsecond.
+    time of a page of 100 locations with their EVSEs and connectors; `gateway.db.stored_datetime`
+    gives the same value in well under a microsecond.
     """
     query = qs.values(*columns)
     query.sql()  # builds the statement and picks the connection, as awaiting the query would
     sql, params = query.query.get_parameterized_sql()
     rows: list[Row] = await query._db.execute_query_dict(sql, params)
-    converters = _converters(qs.model, columns)
+    converters = value_converters(qs.model, columns)
     for row in rows:
         for column, convert in converters:
             row[column] = convert(row[column])

@@ -5,9 +5,14 @@
 
 from __future__ import annotations
 
-from tortoise import Tortoise
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from tortoise import Tortoise, fields
 from tortoise.backends.base import executor
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.models import Model
 
 MODELS_MODULE = "gateway.models"
 
@@ -40,3 +45,34 @@ def connection() -> BaseDBAsyncClient:
 async def close_db() -> None:
     """Close every connection (end of process, end of test)."""
     await Tortoise.close_connections()
+
+
+# Column types the database drivers (sqlite3, asyncpg) already return as the Python value.
+_DRIVER_NATIVE = (fields.CharField, fields.TextField, fields.IntField, fields.BigIntField, fields.FloatField)
+
+
+def as_utc(value: datetime) -> datetime:
+    """An aware UTC datetime; a naive one is taken to be UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def stored_datetime(value: datetime | str | None) -> datetime | None:
+    """A datetime column as read raw from the driver, as an aware UTC datetime (what tortoise returns
+    with use_tz): SQLite gives ISO 8601 text, asyncpg a datetime. `fromisoformat` does in well under a
+    microsecond what tortoise's iso8601 parsing and ZoneInfo conversion do in about 9."""
+    if value is None:
+        return None
+    return as_utc(value if isinstance(value, datetime) else datetime.fromisoformat(value))
+
+
+def value_converters(model: type[Model], columns: Sequence[str]) -> list[tuple[str, Callable[[Any], Any]]]:
+    """For rows read raw: how to turn each column's driver value into its Python value (columns that
+    need nothing are left out)."""
+    out: list[tuple[str, Callable[[Any], Any]]] = []
+    for column in columns:
+        field = model._meta.fields_map[column]
+        if isinstance(field, fields.DatetimeField):
+            out.append((column, stored_datetime))
+        elif not isinstance(field, _DRIVER_NATIVE):
+            out.append((column, field.to_python_value))  # JSON, booleans...: tortoise's own conversion
+    return out

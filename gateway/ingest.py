@@ -105,7 +105,7 @@ async def _stored_versions(model: type[Model], ids: Iterable[str], conn: BaseDBA
     if not ids:
         return {}
     cols = ["id", "last_updated"] + (["status"] if model is Session else [])
-    rows = await fetch_by_ids(model, ids, cols, conn, datetimes=["last_updated"])
+    rows = await fetch_by_ids(model, ids, cols, conn)
     return {r["id"]: r for r in rows}
 
 
@@ -226,7 +226,6 @@ class Ingestor:
             [e[0] for e in evses],
             ["id", "status", "status_since", "last_updated"],
             conn,
-            datetimes=["status_since", "last_updated"],
         )
         old_evses = {r["id"]: r for r in stored}
         evse_rows, history, events = [], [], []

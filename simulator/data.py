@@ -103,11 +103,6 @@ class OperatorWorld:
             self._next_day += 1
         self.generation += 1
 
-    @property
-    def generated_until(self) -> int:
-        """The end (exclusive) of the generated history, as POSIX seconds."""
-        return self._next_day * DAY
-
     def _day_candidates(self, day: int) -> list[list[_Candidate]]:
         cached = self._candidates.get(day)
         if cached is None:
