@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import ssl
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
@@ -104,10 +106,26 @@ class HttpClient:
 
     async def get_json(self, url: str, headers: dict[str, str] | None = None) -> Response:
         """GET a URL and decode its JSON body, mapping every failure to an UpstreamError."""
+        return await self.request_json("GET", url, headers)
+
+    async def post_json(self, url: str, body: Any, headers: dict[str, str] | None = None) -> Response:
+        """POST a JSON body (OICP) and decode the JSON answer, failures mapped as for GET."""
+        return await self.request_json("POST", url, headers, body)
+
+    async def request_json(
+        self, method: str, url: str, headers: dict[str, str] | None = None, body: Any = None
+    ) -> Response:
+        """Send one request and decode its JSON body, mapping every failure to an UpstreamError."""
         if url.startswith("http://") and not self._insecure_http:
             raise UpstreamError(UPSTREAM_TLS, f"refusing plain HTTP to {url}: TLS is required")
+        data = None
+        if body is not None:
+            data = orjson.dumps(body)
+            headers = {**(headers or {}), "Content-Type": "application/json"}
         try:
-            async with self._get_session().get(url, headers=headers, allow_redirects=False) as resp:
+            async with self._get_session().request(
+                method, url, headers=headers, data=data, allow_redirects=False
+            ) as resp:
                 raw = await resp.read()
                 hdrs = {k.lower(): v for k, v in resp.headers.items()}
                 status = resp.status
@@ -141,3 +159,16 @@ class HttpClient:
         except orjson.JSONDecodeError as exc:
             raise UpstreamError(UPSTREAM_PROTOCOL, f"{url} did not return valid JSON: {exc}") from exc
         return Response(status=status, headers=hdrs, body=body, url=url)
+
+
+def server_date(resp: Response) -> datetime | None:
+    """The server's clock from its `Date` header (RFC 9110), for protocols without a timestamp
+    in the body; None when absent or unreadable."""
+    value = resp.headers.get("date")
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)

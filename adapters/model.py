@@ -11,8 +11,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-Module = Literal["locations", "sessions", "cdrs", "tariffs"]
-MODULES: tuple[Module, ...] = ("locations", "sessions", "cdrs", "tariffs")
+Module = Literal["locations", "statuses", "sessions", "cdrs", "tariffs"]
+# Every module some protocol offers. OCPI carries EVSE status inside locations; OICP pulls it
+# separately (PullEvseStatus), hence "statuses"; which modules an operator has depends on its protocol.
+MODULES: tuple[Module, ...] = ("locations", "statuses", "sessions", "cdrs", "tariffs")
+PROTOCOL_MODULES: dict[str, tuple[Module, ...]] = {
+    "ocpi": ("locations", "sessions", "cdrs", "tariffs"),
+    "oicp": ("locations", "statuses", "cdrs"),
+    "ocm": ("locations",),
+}
 
 
 @dataclass(slots=True)
@@ -56,7 +63,9 @@ class EvseRecord:
 
     uid: str
     evse_id: str | None
-    status: str
+    # None when the protocol carries no status with the EVSE's data (OICP: a separate status pull);
+    # ingest then keeps the stored status.
+    status: str | None
     capabilities: list[str]
     connectors: list[ConnectorRecord]
     floor_level: str | None
@@ -122,8 +131,9 @@ class CdrRecord:
     total_energy: float
     total_time: float
     total_parking_time: float | None
-    currency: str
-    total_cost: Price
+    # Null for protocols whose CDRs carry no price (OICP prices through DynamicPricing).
+    currency: str | None
+    total_cost: Price | None
     credit: bool
     credit_reference_id: str | None
     auth_method: str | None
@@ -155,7 +165,25 @@ class TariffRecord:
     module: Module = "tariffs"
 
 
-Record = LocationRecord | SessionRecord | CdrRecord | TariffRecord
+@dataclass(slots=True)
+class StatusRecord:
+    """An EVSE's live status on its own, for protocols that pull status apart from site data.
+
+    `evse_uid` is the EVSE's identifier as the operator's data records give it (OICP `EvseID`);
+    `last_updated` is when the operator reported it (its clock at the pull).
+    """
+
+    evse_uid: str
+    status: str
+    last_updated: datetime
+    module: Module = "statuses"
+
+    @property
+    def source_id(self) -> str:
+        return self.evse_uid
+
+
+Record = LocationRecord | SessionRecord | CdrRecord | TariffRecord | StatusRecord
 
 
 @dataclass(slots=True)

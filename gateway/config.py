@@ -12,13 +12,20 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from adapters.model import MODULES
+from adapters.model import MODULES, PROTOCOL_MODULES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SHARED = REPO_ROOT.parent / "shared"
 
 # How often each module is polled, in seconds: status changes often, tariffs rarely.
-DEFAULT_CADENCES: dict[str, float] = {"locations": 60.0, "sessions": 60.0, "cdrs": 300.0, "tariffs": 3600.0}
+DEFAULT_CADENCES: dict[str, float] = {
+    "locations": 60.0,
+    "statuses": 60.0,
+    "sessions": 60.0,
+    "cdrs": 300.0,
+    "tariffs": 3600.0,
+}
+PROTOCOLS = tuple(PROTOCOL_MODULES)
 
 
 def shared_dir() -> Path:
@@ -47,27 +54,69 @@ def _no_unknown_keys(
 
 @dataclass
 class OperatorConfig:
-    """One operator: where to reach it, how to authenticate, how often to poll which module."""
+    """One operator: where to reach it, how to authenticate, how often to poll which module.
+
+    `url` is the protocol's entry point: the OCPI versions URL, the OICP base URL (up to and
+    including `/api/oicp`) or the Open Charge Map API base (`.../v3`). Secrets (`token`,
+    `client_key`, `api_key`) may be given here to bootstrap, but belong in the encrypted store
+    (`evgate secrets set`); the ones given here are stored there at start.
+    """
 
     id: str
     name: str
-    versions_url: str
-    token: str = field(repr=False)
+    url: str
     protocol: str = "ocpi"
-    token_encoding: str = "base64"  # noqa: S105 - "base64" (OCPI 2.2+) or "raw" (2.1.1 and many 2.2 servers)
+    token: str | None = field(default=None, repr=False)
+    # OCPI authentication as the operator really does it: the header, the scheme before the
+    # credential ("Token", "Bearer", "Basic" or "" for a bare key such as `apikey: KEY`), and
+    # whether the token is base64-encoded (OCPI 2.2+) or sent raw (2.1.1 and many 2.2 servers).
+    token_encoding: str = "base64"  # noqa: S105 - an encoding name, not a secret
+    auth_header: str = "Authorization"
+    auth_scheme: str = "Token"
+    # Origins (scheme://host:port) besides the operator's own that its `Link` headers may point
+    # to: a hub or proxy that rewrites pagination links onto itself.
+    link_origins: tuple[str, ...] = ()
+    # OICP: our provider id and the client certificate (PEM) presented in mutual TLS; the key is
+    # a secret (`client_key`, a PEM file read at bootstrap) kept encrypted in the database.
+    provider_id: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = field(default=None, repr=False)
+    # Open Charge Map: the API key (a secret) and the area to mirror, "(lat,lng),(lat2,lng2)".
+    api_key: str | None = field(default=None, repr=False)
+    bounding_box: str | None = None
     ca_bundle: str | None = None  # PEM file trusted in addition to the system store
     page_limit: int = 100
     window: float = 86400.0  # the longest window one transaction covers, in seconds
     backfill: float = 7 * 86400.0  # how far back the first run of a module reaches, in seconds
     safety_lag: float = 0.0  # seconds kept back from "now" for records committed late upstream
     cadences: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_CADENCES))
-    modules: tuple[str, ...] = MODULES
+    modules: tuple[str, ...] = ()  # empty: every module the protocol offers
     timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOL_MODULES:
+            raise ValueError(f"operator {self.id}: protocol must be one of {list(PROTOCOL_MODULES)}")
+        offered = PROTOCOL_MODULES[self.protocol]
+        if not self.modules:
+            self.modules = offered
+        unknown = set(self.modules) - set(offered)
+        if unknown:
+            raise ValueError(f"operator {self.id}: {self.protocol} offers no modules {sorted(unknown)}")
+        if self.token_encoding not in ("base64", "raw"):
+            raise ValueError(f"operator {self.id}: token_encoding must be 'base64' or 'raw'")
+        self.link_origins = tuple(self.link_origins)
+
+    @property
+    def versions_url(self) -> str:
+        """The OCPI name of `url`."""
+        return self.url
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> OperatorConfig:
         """Build from a TOML table, validating the few values that have a fixed vocabulary."""
         data = dict(raw)
+        if "versions_url" in data and "url" not in data:  # the name used before OICP and OCM
+            data["url"] = data.pop("versions_url")
         _no_unknown_keys(cls, data, f"operator {data.get('id')}", extra={"cadence"})
         cadences = dict(DEFAULT_CADENCES)
         cadences.update({k: float(v) for k, v in data.pop("cadence", {}).items()})
@@ -77,8 +126,6 @@ class OperatorConfig:
             if unknown:
                 raise ValueError(f"operator {data.get('id')}: unknown modules {sorted(unknown)}")
             data["modules"] = tuple(data["modules"])
-        if data.get("token_encoding", "base64") not in ("base64", "raw"):
-            raise ValueError(f"operator {data.get('id')}: token_encoding must be 'base64' or 'raw'")
         return cls(**data)
 
 

@@ -27,7 +27,7 @@ def simulated_operators(sim: SimulationLike, **overrides: Any) -> list[OperatorC
         OperatorConfig(
             id=op.id,
             name=op.name,
-            versions_url=op.versions_url,
+            url=op.versions_url,
             token=op.token,
             token_encoding=op.token_encoding,
             ca_bundle=str(sim.ca_path),

@@ -74,6 +74,9 @@ class Location(Provenance):
     opening_times = fields.JSONField(null=True)
     facilities = fields.JSONField(default=list)
     operator_name = fields.CharField(max_length=200, null=True)
+    # Set on an aggregator's record (Open Charge Map) that describes the same site as an operator's
+    # own record: the operator's data is authoritative, so the copy is hidden from lists by default.
+    duplicate_of = fields.CharField(max_length=200, null=True, db_index=True)
 
     class Meta:
         table = "location"
@@ -192,8 +195,8 @@ class Cdr(Provenance):
     total_energy = fields.FloatField()
     total_time = fields.FloatField()
     total_parking_time = fields.FloatField(null=True)
-    currency = fields.CharField(max_length=3)
-    total_cost_excl_vat = fields.FloatField()
+    currency = fields.CharField(max_length=3, null=True)  # null: OICP CDRs carry no price
+    total_cost_excl_vat = fields.FloatField(null=True)
     total_cost_incl_vat = fields.FloatField(null=True)
     credit = fields.BooleanField(default=False)
     credit_reference_id = fields.CharField(max_length=64, null=True)
@@ -216,11 +219,51 @@ class SyncState(Model):
     last_success = fields.DatetimeField(null=True)
     last_error_code = fields.CharField(max_length=32, null=True)
     last_error_message = fields.TextField(null=True)
+    last_error_at = fields.DatetimeField(null=True)
+    consecutive_failures = fields.IntField(default=0)
+    next_attempt = fields.DatetimeField(null=True)  # when the backoff (or Retry-After) lets us try again
+    retry_after = fields.FloatField(null=True)  # the operator's last Retry-After, in seconds
     records_ingested = fields.BigIntField(default=0)
     records_quarantined = fields.BigIntField(default=0)
 
     class Meta:
         table = "sync_state"
+
+
+class SyncError(Model):
+    """One failed attempt (or one window with quarantined records) of an operator's module.
+
+    Append-only and trimmed per operator and module, so sync health can show what went wrong
+    recently, not just the last error.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    operator_id = fields.CharField(max_length=64)
+    module = fields.CharField(max_length=16)
+    code = fields.CharField(max_length=32)
+    message = fields.TextField()
+    retry_after = fields.FloatField(null=True)
+    at = fields.DatetimeField()
+
+    class Meta:
+        table = "sync_error"
+        indexes = (("operator_id", "module", "id"),)
+
+
+class OperatorSecret(Model):
+    """An operator credential (API token, client key), encrypted with the gateway's secret keys.
+
+    Only `gateway.secrets` reads or writes the ciphertext; nothing else ever sees the plain value.
+    """
+
+    id = fields.CharField(primary_key=True, max_length=100)  # "operator:name"
+    operator_id = fields.CharField(max_length=64, db_index=True)
+    name = fields.CharField(max_length=32)  # "token", "client_key", "api_key"
+    ciphertext = fields.TextField()
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "operator_secret"
 
 
 class Event(Model):

@@ -72,6 +72,7 @@ def location_row(src: Source, key: str, loc: LocationRecord, borough: str | None
         "opening_times": loc.opening_times,
         "facilities": loc.facilities,
         "operator_name": loc.operator_name,
+        "duplicate_of": None,  # decided after ingest by gateway.dedupe
     }
 
 
@@ -172,8 +173,8 @@ def cdr_row(src: Source, key: str, c: CdrRecord, borough: str | None) -> Row:
         "total_time": c.total_time,
         "total_parking_time": c.total_parking_time,
         "currency": c.currency,
-        "total_cost_excl_vat": c.total_cost.excl_vat,
-        "total_cost_incl_vat": c.total_cost.incl_vat,
+        "total_cost_excl_vat": c.total_cost.excl_vat if c.total_cost else None,
+        "total_cost_incl_vat": c.total_cost.incl_vat if c.total_cost else None,
         "credit": c.credit,
         "credit_reference_id": c.credit_reference_id,
         "auth_method": c.auth_method,

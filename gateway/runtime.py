@@ -74,7 +74,7 @@ async def register_operator(op: OperatorConfig) -> None:
         defaults={
             "name": op.name,
             "protocol": op.protocol,
-            "base_url": op.versions_url,
+            "base_url": op.url,
             "cadences": op.cadences,
         },
     )

@@ -18,7 +18,7 @@ response_cache_ttl = 5
 [[operators]]
 id = "acme"
 name = "Acme Charging"
-versions_url = "https://ocpi.acme.example/ocpi/versions"
+url = "https://ocpi.acme.example/ocpi/versions"
 token = "s3cret-token"
 token_encoding = "raw"
 ca_bundle = "/etc/evgate/acme-ca.pem"
@@ -46,7 +46,7 @@ def test_example_config_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert cfg.port == 8080 and cfg.admin_token == "admin-from-env" and cfg.pseudonym_key == "from-file"
     (op,) = cfg.operators
     assert op.token_encoding == "raw" and op.page_limit == 250 and op.safety_lag == 60
-    assert op.cadences == {"locations": 60.0, "sessions": 120.0, "cdrs": 300.0, "tariffs": 86400.0}
+    assert op.cadences == {"locations": 60.0, "statuses": 60.0, "sessions": 120.0, "cdrs": 300.0, "tariffs": 86400.0}
     assert "s3cret-token" not in repr(cfg) and "from-file" not in repr(cfg)
 
 

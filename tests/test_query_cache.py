@@ -203,7 +203,7 @@ async def test_a_committed_ingest_window_invalidates_cached_answers(
 ) -> None:
     versions_url, ca, state = operator
     await close_db()  # the runtime opens the database itself, as in production
-    op = OperatorConfig(id="be", name="BeCharged", versions_url=versions_url, token="t", ca_bundle=ca)
+    op = OperatorConfig(id="be", name="BeCharged", url=versions_url, token="t", ca_bundle=ca)
     config = GatewayConfig(database_url=db.url, pseudonym_key="k", operators=[op], poll=False)
     runtime = await start_runtime(config, poll=False)
     try:

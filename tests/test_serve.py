@@ -45,7 +45,7 @@ def _toml(sim: Simulation, db: Path, port: int) -> str:
             "[[operators]]",
             f'id = "{op.id}"',
             f'name = "{op.name}"',
-            f'versions_url = "{op.versions_url}"',
+            f'url = "{op.versions_url}"',
             f'token = "{op.token}"',
             f'token_encoding = "{op.token_encoding}"',
             f'ca_bundle = "{sim.ca_path}"',

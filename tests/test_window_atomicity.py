@@ -57,7 +57,7 @@ async def test_a_failed_window_leaves_nothing_and_the_next_run_takes_it_whole(
     op = OperatorConfig(
         id="flaky",
         name="Flaky Ltd",
-        versions_url=versions_url,
+        url=versions_url,
         token="t",
         ca_bundle=ca,
         modules=("sessions",),
