@@ -111,7 +111,8 @@ class SessionRecord:
     status: str
     auth_method: str | None
     token_uid: str | None  # raw; the gateway keeps only a keyed pseudonym of it
-    location_source_id: str
+    # None when the protocol names only the EVSE (OICP): ingest finds the location by the EVSE uid.
+    location_source_id: str | None
     evse_uid: str | None
     connector_source_id: str | None
     currency: str | None
@@ -138,7 +139,8 @@ class CdrRecord:
     credit_reference_id: str | None
     auth_method: str | None
     token_uid: str | None
-    location_source_id: str
+    # None when the protocol names only the EVSE (OICP): ingest finds the location by the EVSE uid.
+    location_source_id: str | None
     evse_uid: str | None
     connector_source_id: str | None
     tariff_ids: list[str]

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from simulator.clock import SimClock, fmt_ts, parse_datetime
 from simulator.data import OperatorWorld
+from simulator.listener import Listener
 from simulator.ocpi_views import OperatorViews
 
 log = logging.getLogger(__name__)
@@ -123,11 +124,10 @@ class OcpiServer:
         self.views = OperatorViews.of(op)
         self.page_limit = page_limit
         self.ssl_context = ssl_context
-        self.requested_port = port
         self.port = 0
         self.app = web.Application(middlewares=[self._ids, *middlewares, self._errors, self._auth])
         self._routes()
-        self._runner: web.AppRunner | None = None
+        self.listener = Listener(self.app, ssl_context, port)
 
     @property
     def base_url(self) -> str:
@@ -154,17 +154,12 @@ class OcpiServer:
 
     async def start(self) -> None:
         """Bind to 127.0.0.1 (an ephemeral port unless one was given) and serve."""
-        self._runner = web.AppRunner(self.app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.requested_port, ssl_context=self.ssl_context)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        await self.listener.start()
+        self.port = self.listener.port
 
     async def stop(self) -> None:
         """Stop serving and release the port."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self.listener.stop()
 
     # -- responses ---------------------------------------------------------------------------
 
