@@ -9,7 +9,9 @@ can record it per operator and module and decide how long to back off.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import ssl
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -17,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from cryptography.hazmat.primitives import serialization
 
 # Codes of the upstream part of the error catalogue (gateway/errors.py lists all codes).
 UPSTREAM_TLS = "UPSTREAM_TLS"
@@ -48,14 +51,39 @@ class Response:
     url: str
 
 
-def make_ssl_context(ca_bundle: str | None = None, client_cert: tuple[str, str] | None = None) -> ssl.SSLContext:
+# A client certificate: the certificate's PEM file and the key, as a PEM file path or as PEM bytes
+# (decrypted from the secret store, never written to disk in the clear).
+ClientCert = tuple[str, str | bytes]
+
+
+def _load_key_from_memory(ctx: ssl.SSLContext, certfile: str, key_pem: bytes) -> None:
+    """Load a private key held in memory: `ssl` only reads files, so the key goes through a
+    temporary file encrypted under a one-off password, deleted as soon as it is loaded."""
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    password = secrets.token_bytes(32)
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(password),
+    )
+    with tempfile.NamedTemporaryFile(prefix="evgate-key-", suffix=".pem") as fh:  # created 0600
+        fh.write(encrypted)
+        fh.flush()
+        ctx.load_cert_chain(certfile=certfile, keyfile=fh.name, password=password)
+
+
+def make_ssl_context(ca_bundle: str | None = None, client_cert: ClientCert | None = None) -> ssl.SSLContext:
     """A verifying client context: system trust plus `ca_bundle`, TLS >= 1.2, optional client cert."""
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if ca_bundle:
         ctx.load_verify_locations(cafile=ca_bundle)
     if client_cert:
-        ctx.load_cert_chain(certfile=client_cert[0], keyfile=client_cert[1])
+        certfile, key = client_cert
+        if isinstance(key, bytes):
+            _load_key_from_memory(ctx, certfile, key)
+        else:
+            ctx.load_cert_chain(certfile=certfile, keyfile=key)
     return ctx
 
 
@@ -77,7 +105,7 @@ class HttpClient:
         ca_bundle: str | None = None,
         timeout: float = 30.0,
         insecure_http: bool = False,
-        client_cert: tuple[str, str] | None = None,
+        client_cert: ClientCert | None = None,
     ) -> None:
         self._ssl = make_ssl_context(ca_bundle, client_cert)
         self._timeout = aiohttp.ClientTimeout(total=timeout)

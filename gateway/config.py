@@ -1,7 +1,9 @@
 """Gateway configuration: a TOML file (`evgate serve --config FILE`) or built in code (the demo).
 
-Secrets may be given in the file or, better, through the environment (`EVGATE_ADMIN_TOKEN`,
-`EVGATE_PSEUDONYM_KEY`); they are never logged (`OperatorConfig.__repr__` hides the token).
+Gateway secrets may be given in the file or, better, through the environment (`EVGATE_ADMIN_TOKEN`,
+`EVGATE_PSEUDONYM_KEY`, `EVGATE_SECRET_KEYS`); they are never logged (the dataclass reprs hide
+them). Operator credentials live encrypted in the database (`gateway.vault`); values given here
+only bootstrap that store.
 """
 
 from __future__ import annotations
@@ -138,6 +140,8 @@ class GatewayConfig:
     port: int = 8000
     admin_token: str | None = field(default=None, repr=False)
     pseudonym_key: str = field(default="", repr=False)
+    # Keys that encrypt operator secrets at rest (gateway.vault), newest first.
+    secret_keys: list[str] = field(default_factory=list, repr=False)
     boroughs_geojson: str | None = None
     operators: list[OperatorConfig] = field(default_factory=list)
     poll: bool = True
@@ -162,6 +166,8 @@ class GatewayConfig:
         self.admin_token = os.environ.get("EVGATE_ADMIN_TOKEN", self.admin_token)
         self.pseudonym_key = os.environ.get("EVGATE_PSEUDONYM_KEY", self.pseudonym_key)
         self.database_url = os.environ.get("EVGATE_DATABASE_URL", self.database_url)
+        if os.environ.get("EVGATE_SECRET_KEYS"):
+            self.secret_keys = [k.strip() for k in os.environ["EVGATE_SECRET_KEYS"].split(",") if k.strip()]
         self.response_cache = os.environ.get("EVGATE_RESPONSE_CACHE", self.response_cache)
         self.response_cache_ttl = float(os.environ.get("EVGATE_RESPONSE_CACHE_TTL", self.response_cache_ttl))
         self.response_cache_mb = float(os.environ.get("EVGATE_RESPONSE_CACHE_MB", self.response_cache_mb))

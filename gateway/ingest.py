@@ -26,6 +26,7 @@ from adapters.model import (
     Page,
     Record,
     SessionRecord,
+    StatusRecord,
     TariffRecord,
 )
 from gateway import keys
@@ -51,6 +52,7 @@ from gateway.rows import (
     event_row,
     evse_row,
     location_row,
+    place_of,
     quarantine_row,
     session_payload,
     session_row,
@@ -177,6 +179,7 @@ class Ingestor:
             SessionRecord: self._sessions,
             CdrRecord: self._cdrs,
             TariffRecord: self._tariffs,
+            StatusRecord: self._statuses,
         }
         for rtype, recs in by_type.items():
             result.add(await handlers[rtype](src, recs, conn))
@@ -206,21 +209,25 @@ class Ingestor:
         return len(fresh)
 
     async def _locations(self, src: Source, recs: list[LocationRecord], conn: BaseDBAsyncClient) -> IngestResult:
-        """Locations replace their EVSEs and connectors; EVSE status changes become history and events."""
+        """Locations replace their EVSEs and connectors; EVSE status changes become history and events.
+
+        A location that is not newer than the stored one is not rewritten, but its EVSEs still are
+        where they are new or newer: protocols without a site hierarchy (OICP) send a site's EVSEs
+        as separate records, possibly on different pages, each with its own `lastUpdate`.
+        """
         result = IngestResult()
-        todo = (
-            await self._changed(Location, recs, lambda r: keys.location_key(self.operator_id, r.source_id), conn)
-        ).todo
-        if not todo:
-            return result
+        latest = _newest(recs, lambda r: keys.location_key(self.operator_id, r.source_id))
+        stored_locations = await _stored_versions(Location, latest, conn)
         locations, connectors, evses = [], [], []
-        for key, loc in todo.items():
+        for key, loc in latest.items():
+            newer = _is_newer(loc, stored_locations.get(key))
             borough = self.boroughs.locate(loc.longitude, loc.latitude) if self.boroughs else None
-            locations.append(location_row(src, key, loc, borough))
+            if newer:
+                locations.append(location_row(src, key, loc, borough))
             for evse in loc.evses:
-                ekey = keys.evse_key(key, evse.uid)
-                evses.append((ekey, key, borough, evse))
-                connectors.extend(connector_row(src, ekey, con) for con in evse.connectors)
+                evses.append((keys.evse_key(key, evse.uid), key, borough, evse, newer))
+        if not evses and not locations:
+            return result
         stored = await fetch_by_ids(
             Evse,
             [e[0] for e in evses],
@@ -229,29 +236,104 @@ class Ingestor:
         )
         old_evses = {r["id"]: r for r in stored}
         evse_rows, history, events = [], [], []
-        for ekey, lkey, borough, evse in evses:
+        evses_alone = 0  # EVSEs written without their location (it was not newer)
+        for ekey, lkey, borough, evse, location_newer in evses:
             old = old_evses.get(ekey)
-            if old is not None and evse.last_updated < old["last_updated"]:
-                continue  # an older EVSE version inside a newer location: keep what we have
-            changed = old is None or old["status"] != evse.status
-            evse_rows.append(evse_row(src, ekey, lkey, evse, evse.last_updated if changed else old["status_since"]))
+            if old is not None and (
+                evse.last_updated < old["last_updated"]
+                or (not location_newer and evse.last_updated == old["last_updated"])
+            ):
+                continue  # an older (or, outside a newer location, the same) EVSE version: keep ours
+            # A protocol that sends status apart from site data leaves it None: keep the stored one.
+            status = evse.status or (old["status"] if old is not None else "UNKNOWN")
+            changed = old is None or old["status"] != status
+            evse_rows.append(
+                evse_row(src, ekey, lkey, evse, status, evse.last_updated if changed else old["status_since"])
+            )
+            connectors.extend(connector_row(src, ekey, con) for con in evse.connectors)
+            evses_alone += not location_newer
             if changed:
-                history.append({"evse_id": ekey, "status": evse.status, "since": evse.last_updated})
-                payload = {
-                    "evse": ekey,
-                    "location": lkey,
-                    "status": evse.status,
-                    "previous": None if old is None else old["status"],
-                    "at": evse.last_updated.isoformat(),
-                }
-                events.append(event_row(src, "evse.status_changed", ekey, borough, payload))
+                history.append({"evse_id": ekey, "status": status, "since": evse.last_updated})
+                previous = None if old is None else old["status"]
+                events.append(self._status_event(src, ekey, lkey, borough, status, previous, evse.last_updated))
         await upsert(Location, locations, conn)
         await upsert(Evse, evse_rows, conn)
         await upsert(Connector, connectors, conn)
         await upsert(StatusObservation, history, conn)
         await self._append_events(events, conn, result)
-        result.written = len(locations)
+        result.written = len(locations) + evses_alone
         return result
+
+    @staticmethod
+    def _status_event(
+        src: Source, ekey: str, lkey: str, borough: str | None, status: str, previous: str | None, at: datetime
+    ) -> Row:
+        payload = {"evse": ekey, "location": lkey, "status": status, "previous": previous, "at": at.isoformat()}
+        return event_row(src, "evse.status_changed", ekey, borough, payload)
+
+    async def _statuses(self, src: Source, recs: list[StatusRecord], conn: BaseDBAsyncClient) -> IngestResult:
+        """Live statuses pulled apart from site data (OICP): history and events for what changed.
+
+        A status for an EVSE whose data has not arrived yet is skipped: status pulls are full
+        snapshots, so the next one brings it again once the EVSE is known.
+        """
+        result = IngestResult()
+        latest: dict[str, StatusRecord] = {}
+        for rec in recs:
+            if rec.evse_uid not in latest or rec.last_updated > latest[rec.evse_uid].last_updated:
+                latest[rec.evse_uid] = rec
+        if not latest:
+            return result
+        stored = (
+            await Evse.filter(operator_id=self.operator_id, uid__in=list(latest))
+            .using_db(conn)
+            .values("id", "uid", "location_id", "status", "status_since")
+        )
+        changed = [
+            (row, latest[row["uid"]])
+            for row in stored
+            if row["status"] != latest[row["uid"]].status and latest[row["uid"]].last_updated > row["status_since"]
+        ]
+        if not changed:
+            return result
+        boroughs = {
+            r["id"]: r["borough_code"]
+            for r in await fetch_by_ids(
+                Location, list({row["location_id"] for row, _ in changed}), ["id", "borough_code"], conn
+            )
+        }
+        by_update: dict[tuple[str, datetime], list[str]] = {}
+        history, events = [], []
+        for row, rec in changed:
+            by_update.setdefault((rec.status, rec.last_updated), []).append(row["id"])
+            history.append({"evse_id": row["id"], "status": rec.status, "since": rec.last_updated})
+            borough = boroughs.get(row["location_id"])
+            events.append(
+                self._status_event(
+                    src, row["id"], row["location_id"], borough, rec.status, row["status"], rec.last_updated
+                )
+            )
+        # One UPDATE per (status, time) pair: a pull stamps all its statuses with one time.
+        for (status, since), ids in by_update.items():
+            await Evse.filter(id__in=ids).using_db(conn).update(status=status, status_since=since)
+        await upsert(StatusObservation, history, conn)
+        await self._append_events(events, conn, result)
+        result.written = len(changed)
+        return result
+
+    async def _evse_locations(
+        self, recs: Iterable[SessionRecord | CdrRecord], conn: BaseDBAsyncClient
+    ) -> dict[str, str]:
+        """EVSE uid -> stored location key, for the records that name only their EVSE."""
+        uids = {r.evse_uid for r in recs if r.location_source_id is None and r.evse_uid}
+        if not uids:
+            return {}
+        rows = (
+            await Evse.filter(operator_id=self.operator_id, uid__in=list(uids))
+            .using_db(conn)
+            .values("uid", "location_id")
+        )
+        return {r["uid"]: r["location_id"] for r in rows}
 
     async def _append_events(self, events: list[Row], conn: BaseDBAsyncClient, result: IngestResult) -> None:
         await upsert(Event, events, conn)
@@ -259,9 +341,9 @@ class Ingestor:
         for ev in events:
             result.by_kind[ev["kind"]] = result.by_kind.get(ev["kind"], 0) + 1
 
-    async def _boroughs_of(self, location_ids: Iterable[str], conn: BaseDBAsyncClient) -> dict[str, str | None]:
-        """Stored location key -> borough, for the operator's location ids a page refers to."""
-        wanted = {keys.location_key(self.operator_id, lid) for lid in location_ids}
+    async def _boroughs_of(self, location_keys: Iterable[str | None], conn: BaseDBAsyncClient) -> dict[str, str | None]:
+        """Stored location key -> borough, for the location keys a page refers to."""
+        wanted = {k for k in location_keys if k is not None}
         rows = await fetch_by_ids(Location, list(wanted), ["id", "borough_code"], conn)
         return {r["id"]: r["borough_code"] for r in rows}
 
@@ -271,10 +353,13 @@ class Ingestor:
         changes = await self._changed(Session, recs, self._record_key, conn)
         if not changes.todo:
             return result
-        boroughs = await self._boroughs_of((s.location_source_id for s in changes.todo.values()), conn)
+        evse_locations = await self._evse_locations(changes.todo.values(), conn)
+        places = {k: place_of(self.operator_id, s, evse_locations) for k, s in changes.todo.items()}
+        boroughs = await self._boroughs_of((p[0] for p in places.values()), conn)
         rows, events = [], []
         for key, s in changes.todo.items():
-            row = session_row(src, key, s, boroughs.get(keys.location_key(self.operator_id, s.location_source_id)))
+            place = places[key]
+            row = session_row(src, key, s, place, boroughs.get(place[0]) if place[0] else None)
             rows.append(row)
             payload = session_payload(row)
             previous = changes.stored.get(key, {}).get("status")
@@ -290,9 +375,13 @@ class Ingestor:
     async def _cdrs(self, src: Source, recs: list[CdrRecord], conn: BaseDBAsyncClient) -> IngestResult:
         """CDRs (immutable upstream; a correction is a new credit CDR)."""
         todo = (await self._changed(Cdr, recs, self._record_key, conn)).todo
-        boroughs = await self._boroughs_of((c.location_source_id for c in todo.values()), conn) if todo else {}
+        if not todo:
+            return IngestResult()
+        evse_locations = await self._evse_locations(todo.values(), conn)
+        places = {k: place_of(self.operator_id, c, evse_locations) for k, c in todo.items()}
+        boroughs = await self._boroughs_of((p[0] for p in places.values()), conn)
         rows = [
-            cdr_row(src, key, c, boroughs.get(keys.location_key(self.operator_id, c.location_source_id)))
+            cdr_row(src, key, c, places[key], boroughs.get(places[key][0]) if places[key][0] else None)
             for key, c in todo.items()
         ]
         await upsert(Cdr, rows, conn)

@@ -99,6 +99,8 @@ class Evse(Provenance):
 
     class Meta:
         table = "evse"
+        # Status pulls and OICP sessions name an EVSE by the operator's uid alone.
+        indexes = (("operator_id", "uid"),)
 
 
 class Connector(Provenance):
@@ -161,7 +163,7 @@ class Session(Provenance):
     # Indexed only as the queries need it (see Meta): every index costs each of the thousands of
     # session writes a second during a catch-up.
     operator_id = fields.CharField(max_length=64)
-    location_id = fields.CharField(max_length=200)
+    location_id = fields.CharField(max_length=200, null=True)  # null: only the EVSE is known (OICP)
     evse_id = fields.CharField(max_length=300, null=True)
     connector_id = fields.CharField(max_length=400, null=True)
     borough_code = fields.CharField(max_length=9, null=True)
@@ -186,7 +188,7 @@ class Cdr(Provenance):
 
     id = fields.CharField(primary_key=True, max_length=200)
     session_id = fields.CharField(max_length=200, null=True, db_index=True)
-    location_id = fields.CharField(max_length=200, db_index=True)
+    location_id = fields.CharField(max_length=200, null=True, db_index=True)  # null: only the EVSE is known
     evse_id = fields.CharField(max_length=300, null=True)
     connector_id = fields.CharField(max_length=400, null=True)
     borough_code = fields.CharField(max_length=9, null=True, db_index=True)

@@ -76,7 +76,7 @@ def location_row(src: Source, key: str, loc: LocationRecord, borough: str | None
     }
 
 
-def evse_row(src: Source, key: str, location_key: str, evse: EvseRecord, status_since: datetime) -> Row:
+def evse_row(src: Source, key: str, location_key: str, evse: EvseRecord, status: str, status_since: datetime) -> Row:
     """An EVSE with its live status and since when it has held it."""
     return {
         "id": key,
@@ -84,7 +84,7 @@ def evse_row(src: Source, key: str, location_key: str, evse: EvseRecord, status_
         "location_id": location_key,
         "uid": evse.uid,
         "evse_id": evse.evse_id,
-        "status": evse.status,
+        "status": status,
         "status_since": status_since,
         "capabilities": evse.capabilities,
         "floor_level": evse.floor_level,
@@ -110,19 +110,28 @@ def connector_row(src: Source, evse_key: str, con: ConnectorRecord) -> Row:
     }
 
 
-def _place(
-    src: Source, location_id: str, evse_uid: str | None, connector_id: str | None
-) -> tuple[str, str | None, str | None]:
-    """(location, EVSE, connector) keys of a session or CDR; EVSE and connector may be unknown."""
-    lkey = keys.location_key(src.operator_id, location_id)
-    ekey = keys.evse_key(lkey, evse_uid) if evse_uid else None
-    ckey = keys.connector_key(ekey, connector_id) if ekey and connector_id else None
+# (location, EVSE, connector) stored keys of a session or CDR; any may be unknown.
+Place = tuple[str | None, str | None, str | None]
+
+
+def place_of(operator_id: str, rec: SessionRecord | CdrRecord, evse_locations: dict[str, str]) -> Place:
+    """Where a session or CDR happened, as stored keys.
+
+    OCPI names the location; OICP names only the EVSE, whose location is looked up among the
+    stored EVSEs (`evse_locations`: EVSE uid -> location key) and stays unknown until it is known.
+    """
+    if rec.location_source_id is not None:
+        lkey: str | None = keys.location_key(operator_id, rec.location_source_id)
+    else:
+        lkey = evse_locations.get(rec.evse_uid) if rec.evse_uid else None
+    ekey = keys.evse_key(lkey, rec.evse_uid) if lkey and rec.evse_uid else None
+    ckey = keys.connector_key(ekey, rec.connector_source_id) if ekey and rec.connector_source_id else None
     return lkey, ekey, ckey
 
 
-def session_row(src: Source, key: str, s: SessionRecord, borough: str | None) -> Row:
+def session_row(src: Source, key: str, s: SessionRecord, place: Place, borough: str | None) -> Row:
     """A session: usage, its cost (COMMERCIAL) and only a pseudonym of its token."""
-    lkey, ekey, ckey = _place(src, s.location_source_id, s.evse_uid, s.connector_source_id)
+    lkey, ekey, ckey = place
     return {
         "id": key,
         **src.provenance(s.source_id, s.last_updated),
@@ -156,9 +165,9 @@ def session_payload(row: Row) -> Row:
     }
 
 
-def cdr_row(src: Source, key: str, c: CdrRecord, borough: str | None) -> Row:
+def cdr_row(src: Source, key: str, c: CdrRecord, place: Place, borough: str | None) -> Row:
     """A charge detail record."""
-    lkey, ekey, ckey = _place(src, c.location_source_id, c.evse_uid, c.connector_source_id)
+    lkey, ekey, ckey = place
     return {
         "id": key,
         **src.provenance(c.source_id, c.last_updated),

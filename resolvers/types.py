@@ -299,8 +299,10 @@ class Location:
 # ---------------------------------------------------------------------------------------------
 
 
-async def load_location(info: Info, location_id: str) -> Location | None:
-    """A published location by id (None if absent or unpublished)."""
+async def load_location(info: Info, location_id: str | None) -> Location | None:
+    """A published location by id (None if absent, unknown or unpublished)."""
+    if location_id is None:
+        return None
     row = await info.context.loaders.location.load(location_id)
     return Location.from_row(row) if row is not None else None
 
@@ -340,7 +342,9 @@ async def load_operator(info: Info, operator_id: str) -> Operator | None:
 )
 class Session:
     id: strawberry.ID
-    location_id: str
+    location_id: str | None = strawberry.field(
+        description="Null until the EVSE is known (protocols whose sessions name only the EVSE)."
+    )
     evse_id: str | None
     connector_id: str | None
     borough_code: str | None
@@ -389,7 +393,9 @@ class Session:
 class Cdr:
     id: strawberry.ID
     session_id: str | None
-    location_id: str
+    location_id: str | None = strawberry.field(
+        description="Null until the EVSE is known (protocols whose CDRs name only the EVSE)."
+    )
     evse_id: str | None
     connector_id: str | None
     borough_code: str | None
@@ -398,7 +404,7 @@ class Cdr:
     total_energy: float = strawberry.field(description="Energy delivered, in kWh.")
     total_time: float = strawberry.field(description="Duration of the session, in hours.")
     total_parking_time: float | None = strawberry.field(description="Time parked without charging, in hours.")
-    currency: str
+    currency: str | None = strawberry.field(description="Null when the protocol's CDRs carry no price (OICP).")
     # Nullable like every protected field: a refused value is null, not an error that nulls the row.
     total_cost_excl_vat: float | None = strawberry.field(directives=protected(DataClass.COMMERCIAL))
     total_cost_incl_vat: float | None = strawberry.field(directives=protected(DataClass.COMMERCIAL))

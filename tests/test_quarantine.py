@@ -72,7 +72,7 @@ async def test_bad_records_are_quarantined_and_the_rest_kept(db: TestDb, operato
     versions_url, ca = operator
     await close_db()
     op = OperatorConfig(
-        id="qop", name="Quarantine Ltd", versions_url=versions_url, token=TOKEN, ca_bundle=ca, modules=("sessions",)
+        id="qop", name="Quarantine Ltd", url=versions_url, token=TOKEN, ca_bundle=ca, modules=("sessions",)
     )
     # the window must cover 2026-01-01, where the good sessions were updated
     op.backfill = (datetime.now(UTC) - datetime(2025, 12, 31, tzinfo=UTC)).total_seconds()
