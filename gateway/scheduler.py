@@ -15,17 +15,17 @@ import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from tortoise.transactions import in_transaction
 
 from adapters.http import UpstreamError
-from adapters.model import Module
-from adapters.ocpi import OcpiAdapter
+from adapters.model import Module, Page
 from gateway.cache import bump_data_version
 from gateway.config import OperatorConfig
+from gateway.errors import ErrorCode
 from gateway.ingest import Ingestor, IngestResult
-from gateway.models import SyncState
+from gateway.models import SyncError, SyncState
 
 log = logging.getLogger("evgate.scheduler")
 T = TypeVar("T")
@@ -35,6 +35,17 @@ T = TypeVar("T")
 FULL_FIRST_RUN = {"locations", "tariffs"}
 BACKOFF_BASE = 2.0
 BACKOFF_CAP = 300.0
+ERRORS_KEPT = 50  # recent errors kept per operator and module for sync health
+
+
+class Adapter(Protocol):
+    """What the scheduler needs of a protocol adapter (OCPI, OICP, Open Charge Map)."""
+
+    protocol: str
+
+    async def server_now(self) -> datetime | None: ...
+
+    def crawl(self, module: Module, date_from: datetime | None, date_to: datetime) -> AsyncIterator[Page]: ...
 
 
 def _utcnow() -> datetime:
@@ -103,11 +114,13 @@ def state_id(operator_id: str, module: str) -> str:
 class OperatorPoller:
     """Polls every configured module of one operator."""
 
-    def __init__(self, config: OperatorConfig, adapter: OcpiAdapter, ingestor: Ingestor) -> None:
+    def __init__(self, config: OperatorConfig, adapter: Adapter, ingestor: Ingestor) -> None:
         self.config = config
         self.adapter = adapter
         self.ingestor = ingestor
         self._tasks: list[asyncio.Task[None]] = []
+        self._rng = random.Random()
+        self.last_delay: dict[str, float] = {}  # module -> the delay before its next run
 
     async def _state(self, module: str) -> SyncState:
         state, _ = await SyncState.get_or_create(
@@ -144,13 +157,57 @@ class OperatorPoller:
                 windows += 1
                 cursor = end
         except UpstreamError as exc:
-            await SyncState.filter(id=state.id).update(
-                last_attempt=_utcnow(), last_error_code=exc.code, last_error_message=exc.message[:2000]
-            )
-            log.warning("%s %s: %s", self.config.id, module, exc)
+            self.last_delay[module] = await self.record_failure(module, exc.code, exc.message, exc.retry_after)
+            log.warning("%s %s: %s", self.config.id, module, exc.code)
             raise
-        await SyncState.filter(id=state.id).update(last_attempt=_utcnow())
+        await SyncState.filter(id=state.id).update(last_attempt=_utcnow(), consecutive_failures=0, next_attempt=None)
         return RunResult(windows=windows, ingest=total, cursor=cursor)
+
+    async def record_failure(self, module: str, code: str, message: str, retry_after: float | None = None) -> float:
+        """Record a failed run in sync health: the error, the failure count and the next attempt.
+
+        Returns the backoff delay in seconds (exponential with jitter, at least `Retry-After`).
+        Windows committed before the failure keep their cursor; the next run resumes there.
+        """
+        now = _utcnow()
+        sid = state_id(self.config.id, module)
+        state = await SyncState.get(id=sid)
+        failures = state.consecutive_failures + 1
+        delay = backoff_delay(failures, retry_after, self._rng)
+        await SyncState.filter(id=sid).update(
+            last_attempt=now,
+            last_error_at=now,
+            last_error_code=code,
+            last_error_message=message[:2000],
+            consecutive_failures=failures,
+            retry_after=retry_after,
+            next_attempt=now + timedelta(seconds=delay),
+        )
+        await self._log_error(module, code, message, retry_after, now)
+        return delay
+
+    async def _log_error(
+        self, module: str, code: str, message: str, retry_after: float | None, at: datetime, conn: Any = None
+    ) -> None:
+        """Append to the recent-errors log of this module and trim it to ERRORS_KEPT entries."""
+        await SyncError.create(
+            operator_id=self.config.id,
+            module=module,
+            code=code,
+            message=message[:2000],
+            retry_after=retry_after,
+            at=at,
+            using_db=conn,
+        )
+        stale = (
+            await SyncError.filter(operator_id=self.config.id, module=module)
+            .using_db(conn)
+            .order_by("-id")
+            .offset(ERRORS_KEPT)
+            .values_list("id", flat=True)
+        )
+        if stale:
+            await SyncError.filter(id__in=list(stale)).using_db(conn).delete()
 
     async def _ingest_window(
         self, state: SyncState, module: Module, start: datetime | None, end: datetime
@@ -185,11 +242,13 @@ class OperatorPoller:
         state.cursor = end
         state.last_success = now
         state.last_attempt = now
-        state.last_error_code = None
-        state.last_error_message = None
         state.records_ingested += result.written
         state.records_quarantined += result.quarantined
         await state.save(using_db=conn)
+        if result.quarantined:
+            # The window succeeded, but bad records came with it: sync health says so.
+            message = f"{result.quarantined} record(s) quarantined in the window ending {end.isoformat()}"
+            await self._log_error(state.module, ErrorCode.RECORD_INVALID.value, message, None, now, conn)
 
     def start(self) -> None:
         """Start one background loop per module."""
@@ -205,22 +264,22 @@ class OperatorPoller:
 
     async def _loop(self, module: Module) -> None:
         cadence = self.config.cadences.get(module, 300.0)
-        rng = random.Random()
+        rng = self._rng
         # Splay: operators and modules do not all fire at once, but the first run comes soon.
         await asyncio.sleep(rng.uniform(0, min(cadence * 0.1, 5.0)))
-        failures = 0
         while True:
             try:
                 await self.sync_module(module)
-                failures = 0
                 delay = cadence * rng.uniform(0.9, 1.1)
-            except UpstreamError as exc:
-                failures += 1
-                delay = backoff_delay(failures, exc.retry_after, rng)
+            except UpstreamError:
+                delay = self.last_delay[module]  # recorded with the failure: backoff, Retry-After
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a bug must not stop polling of every other module
+            except Exception as exc:  # a bug must not stop polling of every other module
                 log.exception("%s %s: unexpected failure", self.config.id, module)
-                failures += 1
-                delay = backoff_delay(failures, None, rng)
+                delay = BACKOFF_CAP
+                with contextlib.suppress(Exception):
+                    delay = await self.record_failure(
+                        module, ErrorCode.INTERNAL_SERVER_ERROR.value, f"{type(exc).__name__} in the gateway"
+                    )
             await asyncio.sleep(delay)
