@@ -14,6 +14,7 @@ import asyncpg
 from bench.sim_process import RemoteSimulation
 from gateway.config import GatewayConfig
 from gateway.demo import simulated_operators
+from gateway.vault import generate_key
 from simulator.cluster import Simulation
 
 
@@ -26,6 +27,7 @@ def gateway_config(
         database_url=database_url,
         admin_token=secrets.token_urlsafe(16),
         pseudonym_key=secrets.token_urlsafe(16),
+        secret_keys=[generate_key()],
         operators=simulated_operators(sim, backfill=seconds, window=86400.0, page_limit=page_limit),
         poll=False,
     )

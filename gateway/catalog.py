@@ -305,7 +305,7 @@ def _counter(qs: QuerySet[Any]) -> Callable[[], Awaitable[int]]:
     return count
 
 
-async def _by_id_page(qs: QuerySet[Any], kind: str, first: int, after: str | None, columns: Sequence[str]) -> Page[Row]:
+async def by_id_page(qs: QuerySet[Any], kind: str, first: int, after: str | None, columns: Sequence[str]) -> Page[Row]:
     """Keyset pagination on the primary key, as plain rows of `columns` (which include "id");
     `>` and ORDER BY use the same collation, so pages chain exactly whatever the database's
     string order is."""
@@ -371,7 +371,7 @@ async def search_locations(
     """
     qs = _location_filter(query)
     if query.near is None:
-        page = await _by_id_page(qs, "loc", first, after, LOCATION_COLUMNS)
+        page = await by_id_page(qs, "loc", first, after, LOCATION_COLUMNS)
         edges = [Edge(LocationHit(e.node), e.cursor) for e in page.edges]
         return Page(edges, page.has_next_page, page.count)
     return await _near_page(qs, query.near, first, after)
@@ -434,7 +434,7 @@ async def tariffs_by_keys(keys: Sequence[str]) -> dict[str, Row]:
 
 async def tariffs_of_operator(operator_id: str, first: int = DEFAULT_PAGE_SIZE, after: str | None = None) -> Page[Row]:
     """An operator's tariffs, ordered by key, a page at a time."""
-    return await _by_id_page(Tariff.filter(operator_id=operator_id), "tariff", first, after, TARIFF_COLUMNS)
+    return await by_id_page(Tariff.filter(operator_id=operator_id), "tariff", first, after, TARIFF_COLUMNS)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The `evgate` command: `demo` (simulated operators + gateway on SQLite) and `serve --config FILE`."""
+"""The `evgate` command: `demo` (simulated operators + gateway on SQLite), `serve --config FILE`
+and `secrets` (operator credentials in the encrypted store: set, list, rotate, generate-key)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import logging
 import secrets
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
@@ -14,6 +16,7 @@ import uvicorn
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.runtime import start_runtime
+from gateway.vault import SECRET_NAMES, SecretError, generate_key
 
 EXAMPLES = """\
 Example queries (paste into GraphiQL):
@@ -39,12 +42,13 @@ def _serve(config: GatewayConfig, log_level: str = "info") -> uvicorn.Server:
     return uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level, lifespan="on"))
 
 
-def _secret_file(path: Path) -> str:
-    """A random secret kept in a file, so that restarts of the demo keep pseudonyms stable."""
+def _secret_file(path: Path, make: Callable[[], str] = lambda: secrets.token_urlsafe(32)) -> str:
+    """A random secret kept in a file (0600), so that restarts of the demo keep pseudonyms stable
+    and can still open the operator secrets they stored."""
     if path.exists():
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(32)
+    value = make()
     path.write_text(value)
     path.chmod(0o600)
     return value
@@ -73,6 +77,7 @@ async def run_demo(args: argparse.Namespace) -> None:
         port=args.port,
         admin_token=_secret_file(var / "admin.token"),
         pseudonym_key=_secret_file(var / "pseudonym.key"),
+        secret_keys=[_secret_file(var / "secret.key", generate_key)],
         operators=operators,
     )
     server = _serve(config, args.log_level)
@@ -104,6 +109,39 @@ async def run_serve(args: argparse.Namespace) -> None:
     await _serve(config, args.log_level).serve()
 
 
+def _read_secret(path: str | None, keep_whitespace: bool) -> str:
+    """A secret from a file or stdin: never from the command line, where `ps` would show it."""
+    value = Path(path).read_text() if path else sys.stdin.read()
+    return value if keep_whitespace else value.strip()
+
+
+async def run_secrets(args: argparse.Namespace) -> None:
+    """Manage operator secrets in the encrypted store: set, list (names only), rotate."""
+    from gateway.db import close_db, init_db
+    from gateway.models import OperatorSecret
+    from gateway.vault import SecretStore
+
+    if args.action == "generate-key":
+        print(generate_key())
+        return
+    config = GatewayConfig.load(args.config)
+    vault = SecretStore(config.secret_keys)
+    await init_db(config.database_url)
+    try:
+        if args.action == "set":
+            await vault.put(
+                args.operator, args.name, _read_secret(args.file, keep_whitespace=args.name == "client_key")
+            )
+            print(f"stored {args.name} of {args.operator} (encrypted)")
+        elif args.action == "list":
+            for row in await OperatorSecret.all().order_by("id"):
+                print(f"{row.operator_id:16} {row.name:12} updated {row.updated_at.isoformat()}")
+        elif args.action == "rotate":
+            print(f"re-encrypted {await vault.rotate()} secret(s) under the first configured key")
+    finally:
+        await close_db()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line: one sub-command per way of running the gateway."""
     parser = argparse.ArgumentParser(prog="evgate", description=__doc__)
@@ -121,6 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", required=True, help="TOML file, see README")
     serve.add_argument("--port", type=int, default=0)
     serve.add_argument("--log-level", default="info")
+    sec = sub.add_parser("secrets", help="operator credentials, encrypted at rest")
+    actions = sec.add_subparsers(dest="action", required=True)
+    actions.add_parser("generate-key", help="print a new key for secret_keys / EVGATE_SECRET_KEYS")
+    put = actions.add_parser("set", help="store a secret read from stdin or --file (never from argv)")
+    put.add_argument("--config", required=True)
+    put.add_argument("operator")
+    put.add_argument("name", choices=SECRET_NAMES)
+    put.add_argument("--file", help="read the value from this file (a client key PEM, say)")
+    for name, text in (("list", "list stored secrets (names only)"), ("rotate", "re-encrypt under the first key")):
+        actions.add_parser(name, help=text).add_argument("--config", required=True)
     return parser
 
 
@@ -130,11 +178,13 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "demo":
         Path(args.data_dir).mkdir(parents=True, exist_ok=True)
-    runner = {"demo": run_demo, "serve": run_serve}[args.command]
+    runner = {"demo": run_demo, "serve": run_serve, "secrets": run_secrets}[args.command]
     try:
         asyncio.run(runner(args))
     except KeyboardInterrupt:
         pass
+    except SecretError as exc:  # a configuration problem: say what, without a traceback
+        sys.exit(f"evgate: {exc}")
 
 
 if __name__ == "__main__":

@@ -225,6 +225,9 @@ class SyncState(Model):
     consecutive_failures = fields.IntField(default=0)
     next_attempt = fields.DatetimeField(null=True)  # when the backoff (or Retry-After) lets us try again
     retry_after = fields.FloatField(null=True)  # the operator's last Retry-After, in seconds
+    # The operator's clock minus ours at the last attempt, in seconds: lag is measured on the
+    # operator's clock, which is what the cursor follows.
+    clock_offset = fields.FloatField(null=True)
     records_ingested = fields.BigIntField(default=0)
     records_quarantined = fields.BigIntField(default=0)
 

@@ -21,6 +21,7 @@ class DataClass(StrEnum):
     USAGE = "USAGE"  # sessions, utilisation per charge point
     COMMERCIAL = "COMMERCIAL"  # costs, revenue
     PERSONAL = "PERSONAL"  # token ids: never served, only a keyed pseudonym is stored
+    OPERATIONS = "OPERATIONS"  # sync health, quarantined records: the gateway's operators only
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from adapters.ocm import OcmAdapter
+from adapters.oicp import OicpAdapter
 from tortoise.transactions import in_transaction
 
 from adapters.http import HttpClient
@@ -21,7 +24,8 @@ from gateway.geo import BoroughIndex
 from gateway.ingest import Ingestor
 from gateway.models import Borough, Operator
 from gateway.pseudonym import Pseudonymizer
-from gateway.scheduler import OperatorPoller, RunResult
+from gateway.scheduler import Adapter, OperatorPoller, RunResult
+from gateway.vault import SecretError, SecretStore
 
 log = logging.getLogger("evgate.runtime")
 
@@ -68,33 +72,62 @@ async def load_boroughs(index: BoroughIndex) -> None:
 
 
 async def register_operator(op: OperatorConfig) -> None:
-    """Record an operator from configuration (its credentials stay in configuration)."""
+    """Record an operator from configuration (its credentials go to the vault, not here)."""
     await Operator.update_or_create(
         id=op.id,
-        defaults={
-            "name": op.name,
-            "protocol": op.protocol,
-            "base_url": op.url,
-            "cadences": op.cadences,
-        },
+        defaults={"name": op.name, "protocol": op.protocol, "base_url": op.url, "cadences": op.cadences},
     )
 
 
-def build_poller(
-    op: OperatorConfig, boroughs: BoroughIndex | None, pseudonymize: Pseudonymizer
-) -> tuple[OperatorPoller, HttpClient]:
-    """The adapter, ingestor and poller of one operator."""
-    if op.protocol != "ocpi":
-        raise ValueError(f"operator {op.id}: protocol {op.protocol!r} is not supported yet")
+def configured_secrets(op: OperatorConfig) -> dict[str, str]:
+    """The secrets an operator's configuration gives (a client key is read from its PEM file)."""
+    given = {"token": op.token, "api_key": op.api_key}
+    if op.client_key:
+        given["client_key"] = Path(op.client_key).read_text()
+    return {name: value for name, value in given.items() if value}
+
+
+async def bootstrap_secrets(op: OperatorConfig, vault: SecretStore) -> None:
+    """Move the secrets given in configuration into the encrypted store, which is what adapters
+    are built from."""
+    for name, value in configured_secrets(op).items():
+        await vault.put(op.id, name, value)
+
+
+async def build_adapter(op: OperatorConfig, vault: SecretStore | None) -> tuple[Adapter, HttpClient]:
+    """The protocol adapter of one operator, with its credentials decrypted from the vault."""
+
+    async def secret(name: str, required: bool) -> str | None:
+        value = await vault.get(op.id, name) if vault is not None else None
+        if value is None and required:
+            raise SecretError(f"operator {op.id}: no {name} stored (evgate secrets set {op.id} {name})")
+        return value
+
+    if op.protocol == "oicp":
+        if not (op.client_cert and op.provider_id):
+            raise ValueError(f"operator {op.id}: OICP needs provider_id and client_cert")
+        key = await secret("client_key", required=True)
+        client = HttpClient(ca_bundle=op.ca_bundle, timeout=op.timeout, client_cert=(op.client_cert, key.encode()))
+        return OicpAdapter(client, base_url=op.url, provider_id=op.provider_id, page_size=op.page_limit), client
     client = HttpClient(ca_bundle=op.ca_bundle, timeout=op.timeout)
+    if op.protocol == "ocm":
+        api_key = await secret("api_key", required=True)
+        adapter: Adapter = OcmAdapter(
+            client, base_url=op.url, api_key=api_key, bounding_box=op.bounding_box, page_size=op.page_limit
+        )
+        return adapter, client
+    token = await secret("token", required=False)  # open-data OCPI feeds need none (UK PCPR)
     adapter = OcpiAdapter(
         client,
-        versions_url=op.versions_url,
-        token=op.token,
+        versions_url=op.url,
+        token=token,
         token_encoding=op.token_encoding,
+        auth_header=op.auth_header,
+        auth_scheme=op.auth_scheme,
+        link_origins=op.link_origins,
         page_limit=op.page_limit,
     )
-    return OperatorPoller(op, adapter, Ingestor(op.id, op.protocol, boroughs, pseudonymize)), client
+    return adapter, client
 
 
 async def start_runtime(config: GatewayConfig, *, poll: bool | None = None) -> Runtime:
@@ -109,11 +142,16 @@ async def start_runtime(config: GatewayConfig, *, poll: bool | None = None) -> R
         log.warning("borough boundaries not found at %s: locations will have no borough", path)
     runtime = Runtime(config=config, boroughs=boroughs)
     pseudonymize = Pseudonymizer(config.pseudonym_key)
+    vault = SecretStore(config.secret_keys) if config.secret_keys else None
     for op in config.operators:
         await register_operator(op)
-        poller, client = build_poller(op, boroughs, pseudonymize)
-        runtime.pollers[op.id] = poller
+        if vault is not None:
+            await bootstrap_secrets(op, vault)
+        elif op.token or op.api_key or op.client_key:
+            raise SecretError(f"operator {op.id} has credentials but no secret key is configured to store them")
+        adapter, client = await build_adapter(op, vault)
         runtime.clients.append(client)
+        runtime.pollers[op.id] = OperatorPoller(op, adapter, Ingestor(op.id, op.protocol, boroughs, pseudonymize))
     if config.poll if poll is None else poll:
         for poller in runtime.pollers.values():
             poller.start()

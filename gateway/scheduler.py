@@ -128,11 +128,13 @@ class OperatorPoller:
         )
         return state
 
-    async def _window_end(self) -> datetime:
-        """The operator's now (from its envelope timestamp), less the configured safety lag."""
+    async def _window_end(self, state: SyncState) -> datetime:
+        """The operator's now (its envelope timestamp or Date header), less the safety lag; the
+        offset between its clock and ours is kept for sync health."""
         asked = _utcnow()
         server = await self.adapter.server_now()
         now = server if server is not None else asked
+        await SyncState.filter(id=state.id).update(clock_offset=(now - asked).total_seconds())
         return _floor_second(now - timedelta(seconds=self.config.safety_lag))
 
     async def sync_module(self, module: Module) -> RunResult:
@@ -145,7 +147,7 @@ class OperatorPoller:
         total = IngestResult()
         windows = 0
         try:
-            upper = await self._window_end()
+            upper = await self._window_end(state)
             cursor = state.cursor
             if cursor is None and module not in FULL_FIRST_RUN:
                 cursor = _floor_second(upper - timedelta(seconds=self.config.backfill))

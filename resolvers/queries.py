@@ -11,11 +11,12 @@ from typing import Annotated
 
 import strawberry
 
-from gateway import catalog
+from gateway import catalog, health
 from gateway.policy import DataClass
 from resolvers.filters import LocationFilter, RecordFilter
 from resolvers.permissions import protected
 from resolvers.prefetch import prefetch_locations, subselection
+from resolvers.sync_health import ModuleSyncHealth, QuarantinedRecord, QuarantinedRecordConnection
 from resolvers.types import (
     Borough,
     Cdr,
@@ -113,3 +114,25 @@ class Query:
         query = filter.to_query() if filter is not None else None
         page = await catalog.cdrs_in_window(window, query, first, after)
         return connection_of(page, Cdr.from_row)
+
+    @strawberry.field(
+        description="Per operator and module: cursor, lag, last success, errors, counts (administrators).",
+        directives=protected(DataClass.OPERATIONS),
+    )
+    async def sync_health(self, operator_id: str | None = None) -> list[ModuleSyncHealth] | None:
+        ids = None if operator_id is None else [operator_id]
+        return [ModuleSyncHealth.of(h) for h in await health.sync_health(ids)]
+
+    @strawberry.field(
+        description="Records quarantined at ingest, with their reason (administrators).",
+        directives=protected(DataClass.OPERATIONS),
+    )
+    async def quarantined_records(
+        self,
+        operator_id: str | None = None,
+        module: str | None = None,
+        first: First = DEFAULT_FIRST,
+        after: After = None,
+    ) -> QuarantinedRecordConnection | None:
+        page = await health.quarantined(operator_id, module, first, after)
+        return connection_of(page, QuarantinedRecord.from_row)

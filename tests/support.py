@@ -15,7 +15,11 @@ import uvicorn
 from aiohttp import web
 from starlette.applications import Starlette
 
+from gateway.vault import generate_key
 from simulator.tls import make_pki
+
+# The key that encrypts operator secrets in test gateways (fresh per test run, never committed).
+SECRET_KEYS = [generate_key()]
 
 SHARED = Path(os.environ.get("EVGATE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 

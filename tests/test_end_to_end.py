@@ -34,7 +34,7 @@ from gateway.models import (
 from gateway.runtime import Runtime, start_runtime
 from simulator.cluster import Simulation, start_simulation
 from tests.conftest import TestDb
-from tests.support import serve, shared_path
+from tests.support import SECRET_KEYS, serve, shared_path
 
 BOROUGHS = shared_path("data", "london_boroughs_gla_wgs84.geojson")
 ADMIN = "e2e-admin-token-0123456789"
@@ -74,6 +74,7 @@ async def _gateway(db: TestDb, sim: Simulation) -> AsyncIterator[Gateway]:
         database_url=db.url,
         admin_token=ADMIN,
         pseudonym_key="e2e-pseudonym-key",
+        secret_keys=SECRET_KEYS,
         boroughs_geojson=str(BOROUGHS),
         operators=simulated_operators(sim, backfill=timedelta(days=4).total_seconds()),
         poll=False,

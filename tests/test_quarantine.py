@@ -21,7 +21,7 @@ from gateway.db import close_db
 from gateway.models import QuarantinedRecord, Session, SyncState
 from gateway.runtime import start_runtime
 from tests.conftest import TestDb
-from tests.support import ocpi_envelope, scripted_operator, shared_path
+from tests.support import SECRET_KEYS, ocpi_envelope, scripted_operator, shared_path
 
 FIXTURES = shared_path("fixtures", "ocpi", "2.2.1-bugfixes")
 TOKEN = "quarantine-test-token"
@@ -77,7 +77,7 @@ async def test_bad_records_are_quarantined_and_the_rest_kept(db: TestDb, operato
     # the window must cover 2026-01-01, where the good sessions were updated
     op.backfill = (datetime.now(UTC) - datetime(2025, 12, 31, tzinfo=UTC)).total_seconds()
     op.window = op.backfill + 86400
-    config = GatewayConfig(database_url=db.url, pseudonym_key="k", operators=[op], poll=False)
+    config = GatewayConfig(database_url=db.url, pseudonym_key="k", secret_keys=SECRET_KEYS, operators=[op], poll=False)
     runtime = await start_runtime(config, poll=False)
     try:
         result = await runtime.pollers["qop"].sync_module("sessions")

@@ -26,7 +26,7 @@ from gateway.db import close_db
 from gateway.runtime import start_runtime
 from tests import seed
 from tests.conftest import TestDb
-from tests.support import ocpi_envelope, scripted_operator, shared_path
+from tests.support import SECRET_KEYS, ocpi_envelope, scripted_operator, shared_path
 from tests.test_no_n_plus_one import count_queries
 
 LOCATION = orjson.loads(shared_path("fixtures", "ocpi", "2.2.1", "location_example.json").read_bytes())
@@ -204,7 +204,7 @@ async def test_a_committed_ingest_window_invalidates_cached_answers(
     versions_url, ca, state = operator
     await close_db()  # the runtime opens the database itself, as in production
     op = OperatorConfig(id="be", name="BeCharged", url=versions_url, token="t", ca_bundle=ca)
-    config = GatewayConfig(database_url=db.url, pseudonym_key="k", operators=[op], poll=False)
+    config = GatewayConfig(database_url=db.url, pseudonym_key="k", secret_keys=SECRET_KEYS, operators=[op], poll=False)
     runtime = await start_runtime(config, poll=False)
     try:
         await runtime.pollers["be"].sync_module("locations")

@@ -16,7 +16,7 @@ from gateway.runtime import start_runtime
 from gateway.scheduler import BACKOFF_CAP, backoff_delay, prefetched
 from simulator.cluster import Simulation, start_simulation
 from tests.conftest import TestDb
-from tests.support import shared_path
+from tests.support import SECRET_KEYS, shared_path
 
 BOROUGHS = shared_path("data", "london_boroughs_gla_wgs84.geojson")
 
@@ -33,7 +33,9 @@ async def sim() -> AsyncIterator[Simulation]:
 async def test_catch_up_from_the_cursor_in_windows(db: TestDb, sim: Simulation) -> None:
     await close_db()
     ops = simulated_operators(sim, backfill=timedelta(days=3).total_seconds(), window=3600.0, modules=("sessions",))
-    config = GatewayConfig(database_url=db.url, pseudonym_key="k", boroughs_geojson=str(BOROUGHS), operators=ops)
+    config = GatewayConfig(
+        database_url=db.url, pseudonym_key="k", secret_keys=SECRET_KEYS, boroughs_geojson=str(BOROUGHS), operators=ops
+    )
     runtime = await start_runtime(config, poll=False)
     try:
         op = sim.operators[0]

@@ -18,7 +18,7 @@ from gateway.db import close_db
 from gateway.models import Event, Session, SyncState
 from gateway.runtime import start_runtime
 from tests.conftest import TestDb
-from tests.support import ocpi_envelope, scripted_operator, shared_path
+from tests.support import SECRET_KEYS, ocpi_envelope, scripted_operator, shared_path
 
 SESSION = orjson.loads(
     shared_path("fixtures", "ocpi", "2.2.1-bugfixes", "session_example_1_simple_start.json").read_bytes()
@@ -65,7 +65,9 @@ async def test_a_failed_window_leaves_nothing_and_the_next_run_takes_it_whole(
         backfill=backfill,
         window=backfill + 86400,  # one window holds all nine sessions
     )
-    runtime = await start_runtime(GatewayConfig(database_url=db.url, pseudonym_key="k", operators=[op]), poll=False)
+    runtime = await start_runtime(
+        GatewayConfig(database_url=db.url, pseudonym_key="k", secret_keys=SECRET_KEYS, operators=[op]), poll=False
+    )
     try:
         with pytest.raises(UpstreamError) as err:
             await runtime.pollers["flaky"].sync_module("sessions")

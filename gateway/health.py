@@ -1,0 +1,107 @@
+"""Sync health: how far each operator's modules have got, what went wrong, what was quarantined.
+
+Read services for the admin-only part of the API. Quarantined records are shown with their raw
+JSON so an operator's mistake can be reported back to it, but with the token fields redacted:
+they are PERSONAL data, which the gateway never serves, not even to its administrators.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from gateway.catalog import Page, Row, by_id_page
+from gateway.models import QuarantinedRecord, SyncError, SyncState
+
+# Containers whose every value identifies a driver (OCPI cdr_token / 2.1.1 auth_id, OICP
+# Identification), and single fields that do.
+PERSONAL_CONTAINERS = frozenset({"cdr_token", "Identification", "token"})
+PERSONAL_FIELDS = frozenset({"auth_id", "authorization_reference", "contract_id", "visual_number"})
+REDACTED = "[redacted]"
+RECENT_ERRORS = 10
+
+
+def redact(value: Any) -> Any:
+    """A copy of a JSON value with driver-identifying fields replaced by "[redacted]"."""
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if key in PERSONAL_FIELDS and item is not None:
+            out[key] = REDACTED
+        elif key in PERSONAL_CONTAINERS and item is not None:
+            out[key] = _redact_all(item)
+        else:
+            out[key] = redact(item)
+    return out
+
+
+def _redact_all(value: Any) -> Any:
+    if isinstance(value, dict):
+        # The kind of token is not personal and helps to read the record; its values are.
+        return {k: (v if k == "type" else _redact_all(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_all(v) for v in value]
+    return REDACTED
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleHealth:
+    """One operator module's sync state and its recent errors (newest first)."""
+
+    state: SyncState
+    recent_errors: list[SyncError]
+
+    @property
+    def lag_seconds(self) -> float | None:
+        """How far the cursor is behind the operator's clock now (None before the first window)."""
+        if self.state.cursor is None:
+            return None
+        operator_now = datetime.now(UTC).timestamp() + (self.state.clock_offset or 0.0)
+        return max(0.0, operator_now - self.state.cursor.timestamp())
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the last attempt succeeded."""
+        return self.state.consecutive_failures == 0 and self.state.last_success is not None
+
+
+async def sync_health(operator_ids: Sequence[str] | None = None) -> list[ModuleHealth]:
+    """Every module's health, by operator and module; two queries whatever the number of modules."""
+    states = SyncState.all().order_by("operator_id", "module")
+    if operator_ids is not None:
+        states = states.filter(operator_id__in=list(operator_ids))
+    rows = await states
+    errors: dict[tuple[str, str], list[SyncError]] = {}
+    if rows:
+        recent = SyncError.filter(operator_id__in=list({r.operator_id for r in rows})).order_by("-id")
+        # Kept trimmed to scheduler.ERRORS_KEPT per module, so this read is bounded.
+        for err in await recent:
+            kept = errors.setdefault((err.operator_id, err.module), [])
+            if len(kept) < RECENT_ERRORS:
+                kept.append(err)
+    return [ModuleHealth(r, errors.get((r.operator_id, r.module), [])) for r in rows]
+
+
+QUARANTINE_COLUMNS = ("id", "operator_id", "module", "source_id", "code", "reason", "raw_json", "fetched_at")
+
+
+async def quarantined(operator_id: str | None, module: str | None, first: int, after: str | None) -> Page[Row]:
+    """Quarantined records, filtered by operator and module, a page at a time."""
+    qs = QuarantinedRecord.all()
+    if operator_id is not None:
+        qs = qs.filter(operator_id=operator_id)
+    if module is not None:
+        qs = qs.filter(module=module)
+    return await by_id_page(qs, "quarantined", first, after, QUARANTINE_COLUMNS)
+
+
+def raw_of(row: Row) -> Any:
+    """The stored raw JSON of a quarantined record, redacted."""
+    return redact(orjson.loads(row["raw_json"]))
