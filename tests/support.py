@@ -6,15 +6,20 @@ import asyncio
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import uvicorn
 from aiohttp import web
 from starlette.applications import Starlette
 
+from gateway.app import create_app
+from gateway.config import GatewayConfig
+from gateway.runtime import Runtime, start_runtime
 from gateway.vault import generate_key
 from simulator.tls import make_pki
 
@@ -115,3 +120,39 @@ async def scripted_operator(
     async for url, ca in serve_tls(app, pki_dir):
         base["url"] = url
         yield f"{url}/versions", ca
+
+
+@dataclass
+class Gateway:
+    """A running gateway: its base URL and its runtime (pollers driven by the test)."""
+
+    url: str
+    runtime: Runtime
+    config: GatewayConfig
+
+    async def post(self, query: str, variables: dict[str, Any] | None = None, token: str | None = None) -> dict:
+        """The decoded GraphQL response, errors included."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with httpx.AsyncClient(base_url=f"http://{self.url}", timeout=30) as http:
+            resp = await http.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    async def query(self, query: str, variables: dict[str, Any] | None = None, token: str | None = None) -> dict:
+        """The `data` of a GraphQL response that must have no errors."""
+        body = await self.post(query, variables, token)
+        assert "errors" not in body, body["errors"]
+        return body["data"]
+
+
+async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
+    """The real app served by uvicorn on loopback, its runtime started without polling (tests
+    drive `runtime.sync_all()` or the pollers themselves)."""
+    holder: dict[str, Runtime] = {}
+
+    async def factory(cfg: GatewayConfig) -> Runtime:
+        holder["runtime"] = await start_runtime(cfg, poll=False)
+        return holder["runtime"]
+
+    async for url in serve(create_app(config, runtime_factory=factory)):
+        yield Gateway(url, holder["runtime"], config)

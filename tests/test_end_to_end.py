@@ -7,15 +7,12 @@ on SQLite and on PostgreSQL.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 
 from adapters.http import UpstreamError
-from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.db import close_db
 from gateway.demo import simulated_operators
@@ -31,32 +28,13 @@ from gateway.models import (
     SyncState,
     Tariff,
 )
-from gateway.runtime import Runtime, start_runtime
 from simulator.cluster import Simulation, start_simulation
 from tests.conftest import TestDb
-from tests.support import SECRET_KEYS, serve, shared_path
+from tests.support import SECRET_KEYS, Gateway, running_gateway, shared_path
 
 BOROUGHS = shared_path("data", "london_boroughs_gla_wgs84.geojson")
 ADMIN = "e2e-admin-token-0123456789"
 EVER = {"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"}
-
-
-@dataclass
-class Gateway:
-    """A running gateway: its base URL and its runtime (pollers driven by the test)."""
-
-    url: str
-    runtime: Runtime
-    config: GatewayConfig
-
-    async def query(self, query: str, variables: dict[str, Any] | None = None, token: str | None = None) -> dict:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        async with httpx.AsyncClient(base_url=f"http://{self.url}", timeout=30) as http:
-            resp = await http.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
-        assert resp.status_code == 200, resp.text
-        body = resp.json()
-        assert "errors" not in body, body["errors"]
-        return body["data"]
 
 
 @pytest.fixture
@@ -79,14 +57,8 @@ async def _gateway(db: TestDb, sim: Simulation) -> AsyncIterator[Gateway]:
         operators=simulated_operators(sim, backfill=timedelta(days=4).total_seconds()),
         poll=False,
     )
-    holder: dict[str, Runtime] = {}
-
-    async def factory(cfg: GatewayConfig) -> Runtime:
-        holder["runtime"] = await start_runtime(cfg, poll=False)
-        return holder["runtime"]
-
-    async for url in serve(create_app(config, runtime_factory=factory)):
-        yield Gateway(url, holder["runtime"], config)
+    async for gw in running_gateway(config):
+        yield gw
 
 
 @pytest.fixture
