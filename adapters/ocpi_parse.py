@@ -1,10 +1,17 @@
-"""OCPI 2.2.1 objects to normalised records, one object at a time.
+"""OCPI 2.2.1 and 2.1.1 objects to normalised records, one object at a time.
 
 Each `parse_*` function takes one JSON object and returns a record or raises `RecordError` with a
 reason a person can act on. The crawler catches that per object, so one bad record is quarantined
 and the rest of its page is kept (the OCPI specification asks receivers to do exactly this).
 Parsing is tolerant where the data is still meaningful (coordinates swapped, ratings missing,
 offsets on timestamps) and strict where it is not (no id, no `last_updated`, no coordinates).
+
+OCPI 2.1.1 objects are recognised by their field names and normalised into the same records:
+Location `type` for `parking_type`, connector `voltage`/`amperage`/`tariff_id`, Session
+`start_datetime`/`end_datetime`, CDR `stop_date_time`, `auth_id` for the token (2.1.1's contract
+reference, the only one it carries), an embedded `location` (holding just the EVSE and connector
+used) for `location_id`/`evse_uid`/`connector_id` or `cdr_location`, and `total_cost` as a plain
+number (excluding VAT). Fields 2.1.1 lacks (country_code, party_id, CDR session_id) stay None.
 """
 
 from __future__ import annotations
@@ -74,8 +81,11 @@ def _opt_str(obj: dict[str, Any], field: str) -> str | None:
     return None if value is None or isinstance(value, (dict, list)) else str(value)
 
 
-def _opt_int(obj: dict[str, Any], field: str, where: str = "") -> int | None:
+def _opt_int(obj: dict[str, Any], field: str, where: str = "", alias: str | None = None) -> int | None:
+    """An optional integer, read from `alias` (the OCPI 2.1.1 name) when `field` is absent."""
     value = obj.get(field)
+    if value is None and alias is not None:
+        value = obj.get(alias)
     if value is None:
         return None
     try:
@@ -139,6 +149,27 @@ def _list(obj: dict[str, Any], field: str) -> list[Any]:
     return value
 
 
+def _first(obj: dict[str, Any], *fields: str) -> Any:
+    """The value of the first of `fields` present and not empty (the 2.2.1 name, then the 2.1.1 one)."""
+    for name in fields:
+        value = obj.get(name)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+# OCPI 2.1.1 LocationType -> 2.2.1 ParkingType; OTHER and UNKNOWN say nothing about parking.
+_LOCATION_TYPES = {t: t for t in ("ON_STREET", "PARKING_GARAGE", "UNDERGROUND_GARAGE", "PARKING_LOT")}
+
+
+def _parking_type(obj: dict[str, Any]) -> str | None:
+    parking = _opt_str(obj, "parking_type")
+    if parking is not None:
+        return parking
+    location_type = _opt_str(obj, "type")  # OCPI 2.1.1
+    return None if location_type is None else _LOCATION_TYPES.get(location_type.upper())
+
+
 def parse_connector(obj: Any, where: str = "", parent_updated: datetime | None = None) -> ConnectorRecord:
     """One Connector object; without its own `last_updated` it takes its EVSE's."""
     if not isinstance(obj, dict):
@@ -153,8 +184,8 @@ def parse_connector(obj: Any, where: str = "", parent_updated: datetime | None =
         standard=_str(obj, "standard", here),
         format=_opt_str(obj, "format"),
         power_type=_opt_str(obj, "power_type"),
-        max_voltage=_opt_int(obj, "max_voltage", here) or _opt_int(obj, "voltage", here),
-        max_amperage=_opt_int(obj, "max_amperage", here) or _opt_int(obj, "amperage", here),
+        max_voltage=_opt_int(obj, "max_voltage", here, alias="voltage"),
+        max_amperage=_opt_int(obj, "max_amperage", here, alias="amperage"),
         max_electric_power=_opt_int(obj, "max_electric_power", here),
         tariff_ids=tariff_ids,
         last_updated=parent_updated
@@ -204,7 +235,7 @@ def parse_location(obj: dict[str, Any]) -> LocationRecord:
         country=_str(obj, "country"),
         latitude=lat,
         longitude=lon,
-        parking_type=_opt_str(obj, "parking_type") or _opt_str(obj, "type"),
+        parking_type=_parking_type(obj),
         time_zone=_opt_str(obj, "time_zone"),
         opening_times=obj.get("opening_times") if isinstance(obj.get("opening_times"), dict) else None,
         facilities=[str(f) for f in _list(obj, "facilities")],
@@ -221,20 +252,36 @@ def _token_uid(obj: dict[str, Any]) -> str | None:
     return _opt_str(obj, "auth_id")  # OCPI 2.1.1
 
 
+def _embedded_site(location: Any) -> tuple[str | None, str | None, str | None]:
+    """(location id, EVSE uid, connector id) of an OCPI 2.1.1 embedded Location, which holds
+    only the EVSE and connector used; an EVSE or connector that is not unique is left unknown."""
+    if not isinstance(location, dict):
+        return None, None, None
+    location_id = _opt_str(location, "id")
+    evses = location.get("evses")
+    if not isinstance(evses, list) or len(evses) != 1 or not isinstance(evses[0], dict):
+        return location_id, None, None
+    connectors = evses[0].get("connectors")
+    connector_id = None
+    if isinstance(connectors, list) and len(connectors) == 1 and isinstance(connectors[0], dict):
+        connector_id = _opt_str(connectors[0], "id")
+    return location_id, _opt_str(evses[0], "uid"), connector_id
+
+
 def parse_session(obj: dict[str, Any]) -> SessionRecord:
-    """One Session object."""
-    start = obj.get("start_date_time", obj.get("start_datetime"))
-    end = obj.get("end_date_time", obj.get("end_datetime"))
-    location = obj.get("location")  # OCPI 2.1.1 embeds the location
-    location_id = obj.get("location_id") or (location.get("id") if isinstance(location, dict) else None)
+    """One Session object (2.2.1, or 2.1.1 with its embedded location)."""
+    start = _first(obj, "start_date_time", "start_datetime")
+    end = _first(obj, "end_date_time", "end_datetime")
+    site = _embedded_site(obj.get("location"))
+    location_id = _opt_str(obj, "location_id") or site[0]
     if not location_id:
         raise RecordError("location_id: required field missing")
-    evse_uid = _opt_str(obj, "evse_uid")
-    connector_id = _opt_str(obj, "connector_id")
+    evse_uid = _opt_str(obj, "evse_uid") if "evse_uid" in obj else site[1]
+    connector_id = _opt_str(obj, "connector_id") if "connector_id" in obj else site[2]
     return SessionRecord(
         source_id=_str(obj, "id"),
         start=parse_datetime(start, "start_date_time"),
-        end=None if end in (None, "") else parse_datetime(end, "end_date_time"),
+        end=None if end is None else parse_datetime(end, "end_date_time"),
         kwh=_number(obj, "kwh"),
         status=_str(obj, "status"),
         auth_method=_opt_str(obj, "auth_method"),
@@ -249,11 +296,15 @@ def parse_session(obj: dict[str, Any]) -> SessionRecord:
 
 
 def parse_cdr(obj: dict[str, Any]) -> CdrRecord:
-    """One CDR object (credit CDRs included)."""
-    loc = obj.get("cdr_location") or obj.get("location")
-    if not isinstance(loc, dict) or not loc.get("id"):
+    """One CDR object (credit CDRs included; 2.1.1 with its embedded location)."""
+    loc = obj.get("cdr_location")
+    if isinstance(loc, dict) and loc.get("id"):
+        site = (str(loc["id"]), _opt_str(loc, "evse_uid"), _opt_str(loc, "connector_id"))
+    else:
+        site = _embedded_site(obj.get("location"))
+    if not site[0]:
         raise RecordError("cdr_location: required CdrLocation missing")
-    end = obj.get("end_date_time", obj.get("stop_date_time"))
+    end = _first(obj, "end_date_time", "stop_date_time")
     total_cost = _price(_required(obj, "total_cost"), "total_cost")
     assert total_cost is not None
     credit = bool(obj.get("credit", False))
@@ -274,9 +325,9 @@ def parse_cdr(obj: dict[str, Any]) -> CdrRecord:
         credit_reference_id=credit_ref,
         auth_method=_opt_str(obj, "auth_method"),
         token_uid=_token_uid(obj),
-        location_source_id=str(loc["id"]),
-        evse_uid=_opt_str(loc, "evse_uid"),
-        connector_source_id=_opt_str(loc, "connector_id"),
+        location_source_id=site[0],
+        evse_uid=site[1],
+        connector_source_id=site[2],
         tariff_ids=[str(t["id"]) for t in _list(obj, "tariffs") if isinstance(t, dict) and "id" in t],
         last_updated=parse_datetime(_required(obj, "last_updated"), "last_updated"),
     )

@@ -24,7 +24,7 @@ from tests.conftest import TestDb
 from tests.support import SECRET_KEYS, Gateway, ocpi_envelope, running_gateway, scripted_operator, shared_path
 
 ADMIN = "sync-health-admin-token-0123"
-TOKEN = "cpo-credential-7d2f-do-not-leak"  # noqa: S105 - a test credential
+TOKEN = "cpo-credential-7d2f-do-not-leak"
 SESSION = orjson.loads(
     shared_path("fixtures", "ocpi", "2.2.1-bugfixes", "session_example_1_simple_start.json").read_bytes()
 )

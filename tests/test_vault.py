@@ -13,7 +13,7 @@ from gateway.models import OperatorSecret
 from gateway.vault import SecretError, SecretStore, generate_key
 from tests.conftest import TestDb
 
-TOKEN = "cpo-token-5f0c1d9e-never-in-clear"  # noqa: S105 - a test credential
+TOKEN = "cpo-token-5f0c1d9e-never-in-clear"
 
 
 async def test_a_secret_is_stored_encrypted_and_read_back(db: TestDb) -> None:
