@@ -165,6 +165,12 @@ class HttpClient:
             raise UpstreamError(UPSTREAM_TLS, f"TLS failure with {url}: {exc}") from exc
         except TimeoutError as exc:
             raise UpstreamError(UPSTREAM_TIMEOUT, f"no answer from {url} within {self._timeout.total}s") from exc
+        except aiohttp.ClientConnectorError as exc:
+            # A server that speaks only TLS 1.0/1.1 may drop the handshake without an alert: a
+            # reset while connecting over TLS is a TLS failure, not an outage (which is refused).
+            if url.startswith("https://") and isinstance(exc.os_error, ConnectionResetError | ConnectionAbortedError):
+                raise UpstreamError(UPSTREAM_TLS, f"{url} closed the connection during the TLS handshake") from exc
+            raise UpstreamError(UPSTREAM_UNAVAILABLE, f"cannot connect to {url}: {exc}") from exc
         except aiohttp.ClientConnectionError as exc:
             raise UpstreamError(UPSTREAM_UNAVAILABLE, f"cannot connect to {url}: {exc}") from exc
         except asyncio.CancelledError:

@@ -56,6 +56,13 @@ class Listener:
             await self._site.stop()
             self._site = None
 
+    def drop_connections(self) -> None:
+        """Close every established connection, so that a fault switched on now reaches clients
+        that keep connections alive (they reconnect, and meet the outage or the new TLS)."""
+        if self._runner is not None and self._runner.server is not None:
+            for protocol in list(self._runner.server.connections):
+                protocol.force_close()
+
     async def stop(self) -> None:
         """Stop serving and release the port."""
         if self._runner is not None:
