@@ -1,12 +1,18 @@
-"""Start a whole simulation: one OCPI server per operator on 127.0.0.1, one PKI, one clock.
+"""Start a whole simulation on 127.0.0.1: one server per operator, one PKI, one clock.
+
+Operators speak OCPI 2.2.1 by default; the last `oicp_operators` of them are served as OICP 2.3
+(mutual TLS: each gets a client certificate from the simulation CA), and `ocm=True` adds an Open
+Charge Map source over the whole world (operator id "ocm").
 
 `Simulation` also answers for the ground truth: what a complete crawl of an operator's module
-with given date filters returns at the current simulated time, so tests can compare the gateway
-(or a hand-written client) against it.
+with given date filters returns at the current simulated time (in OCPI form for OCPI and OICP
+operators alike), what an OICP pull or the OCM POI list returns, and which OCM POIs duplicate
+which operator sites, so tests can compare the gateway (or a hand-written client) against it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import shutil
 import tempfile
@@ -19,23 +25,39 @@ import orjson
 
 from simulator.clock import SimClock, to_ts
 from simulator.data import World, build_world
+from simulator.ocm_server import OcmServer
 from simulator.ocpi_server import MODULES, OcpiServer
-from simulator.ocpi_views import Selection
-from simulator.tls import Pki, make_pki, make_rogue_pki
+from simulator.ocpi_views import OperatorViews, Selection
+from simulator.oicp_server import OicpServer
+from simulator.tls import Pki, make_client_cert, make_pki, make_rogue_pki
+
+Server = OcpiServer | OicpServer | OcmServer
+OCM_ID = "ocm"
 
 
 @dataclass(frozen=True, slots=True)
 class SimOperator:
-    """What a client needs to reach one simulated operator."""
+    """What a client needs to reach one simulated operator (or the OCM source).
+
+    `url` is the protocol's entry point: the OCPI versions URL (also in `versions_url`), the OICP
+    base URL (`.../api/oicp`) or the OCM API base (`.../v3`). OCPI operators have a token; OICP
+    ones a provider id and a client certificate with its key (PEM paths); OCM an API key.
+    """
 
     id: str
     name: str
     country_code: str
-    party_id: str
-    versions_url: str
-    token: str
+    party_id: str | None
+    versions_url: str | None
+    token: str | None
     token_encoding: str  # "base64" or "raw"
     port: int
+    protocol: str = "ocpi"
+    url: str = ""
+    provider_id: str | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    api_key: str | None = None
 
 
 @dataclass(eq=False)
@@ -46,7 +68,7 @@ class Simulation:
     operators: list[SimOperator]
     clock: SimClock
     world: World
-    servers: list[OcpiServer] = field(repr=False)
+    servers: list[Server] = field(repr=False)  # in the order of `operators`
     rogue_pki: Pki | None = None
     _tmpdir: Path | None = field(default=None, repr=False)
 
@@ -62,12 +84,34 @@ class Simulation:
                 return op
         raise KeyError(operator_id)
 
-    def server(self, operator_id: str) -> OcpiServer:
-        """The running server of an operator (KeyError if unknown)."""
-        for server in self.servers:
-            if server.op.spec.id == operator_id:
+    def server(self, operator_id: str) -> Server:
+        """The running server of an operator, or of "ocm" (KeyError if unknown)."""
+        for op, server in zip(self.operators, self.servers, strict=True):
+            if op.id == operator_id:
                 return server
         raise KeyError(operator_id)
+
+    def oicp_server(self, operator_id: str) -> OicpServer:
+        """The server of an OICP operator (KeyError if there is no such OICP operator)."""
+        server = self.server(operator_id)
+        if not isinstance(server, OicpServer):
+            raise KeyError(f"{operator_id} is not an OICP operator")
+        return server
+
+    def ocm_server(self) -> OcmServer:
+        """The Open Charge Map server (KeyError unless started with ocm=True)."""
+        server = self.server(OCM_ID)
+        assert isinstance(server, OcmServer)
+        return server
+
+    def _views(self, operator_id: str) -> OperatorViews:
+        """The OCPI views behind an OCPI or OICP operator."""
+        server = self.server(operator_id)
+        if isinstance(server, OcpiServer):
+            return server.views
+        if isinstance(server, OicpServer):
+            return server.views.ocpi
+        raise ValueError(f"{operator_id} has no OCPI modules")
 
     def truth(
         self,
@@ -119,12 +163,32 @@ class Simulation:
         if module not in MODULES:
             raise ValueError(f"unknown module {module!r}")
         lo, hi = to_ts(date_from), to_ts(date_to)
-        view = self.server(operator_id).views.module(module)
+        view = self._views(operator_id).module(module)
         return view.select(
             self.clock.now_s(),
             None if lo is None else math.ceil(lo),
             None if hi is None else math.ceil(hi),
         )
+
+    def truth_oicp_evse_data(self, operator_id: str, last_call: datetime | None = None) -> list[dict[str, Any]]:
+        """Every record a complete OICP PullEvseData (a delta pull with `last_call`) returns now."""
+        return self.oicp_server(operator_id).truth_evse_data(last_call)
+
+    def truth_oicp_statuses(self, operator_id: str) -> dict[str, str]:
+        """EvseID -> OICP EvseStatus as PullEvseStatus reports them now."""
+        return self.oicp_server(operator_id).truth_statuses()
+
+    def truth_oicp_cdrs(self, operator_id: str, date_from: datetime, date_to: datetime) -> list[dict[str, Any]]:
+        """The OICP ChargeDetailRecords GetChargeDetailRecords returns now for [date_from, date_to)."""
+        return self.oicp_server(operator_id).truth_cdrs(date_from, date_to)
+
+    def truth_ocm_pois(self, modified_since: datetime | None = None) -> list[dict[str, Any]]:
+        """Every OCM POI visible now (DateLastStatusUpdate >= modified_since if given), by ID."""
+        return self.ocm_server().truth_pois(modified_since)
+
+    def ocm_duplicates(self) -> dict[int, tuple[str, str]]:
+        """OCM POI ID -> (operator id, location id) of every POI that duplicates an operator site."""
+        return self.ocm_server().duplicates()
 
     async def stop(self) -> None:
         """Stop every server and remove the PKI directory if the simulation created it."""
@@ -149,11 +213,17 @@ async def start_simulation(
     *,
     boroughs_geojson: Path | None = None,
     demand_scale: float = 1.0,
+    oicp_operators: int = 0,
+    ocm: bool = False,
 ) -> Simulation:
-    """Build the world and start one HTTPS OCPI server per operator on 127.0.0.1 (ephemeral
-    ports). `start` is the wall-clock start (default now): simulated time begins at start - lag
-    and sessions from history_days before that. `rogue_tls` serves a certificate from an
-    unrelated CA while `pki` still names the real one (for TLS refusal tests)."""
+    """Build the world and start one HTTPS server per operator on 127.0.0.1 (ephemeral ports):
+    OCPI, except for the last `oicp_operators` operators, which speak OICP; `ocm` adds an Open
+    Charge Map server over the whole world. `start` is the wall-clock start (default now):
+    simulated time begins at start - lag and sessions from history_days before that. `rogue_tls`
+    serves a certificate from an unrelated CA while `pki` still names the real one (for TLS
+    refusal tests); OICP servers still demand client certificates of the real CA."""
+    if not 0 <= oicp_operators <= operators:
+        raise ValueError("oicp_operators must be between 0 and operators")
     clock = SimClock(start or datetime.now(UTC), speed=speed, lag=lag)
     world = build_world(
         seed,
@@ -169,26 +239,70 @@ async def start_simulation(
     pki = make_pki(seed, pki_dir)
     rogue = make_rogue_pki(seed, pki_dir / "rogue") if rogue_tls else None
     ssl_context = (rogue or pki).server_ssl_context()
+    mutual_context = (rogue or pki).mutual_tls_server_context(client_ca=pki.ca_cert)
     now = clock.now_s()
-    servers: list[OcpiServer] = []
+    first_oicp = operators - oicp_operators
+    servers: list[Server] = []
     sim_operators: list[SimOperator] = []
     try:
-        for op in world.operators:
-            server = OcpiServer(op, clock, ssl_context, page_limit=page_limit)
-            server.views.sessions.index.refresh(now)  # generate and index the history up front
-            await server.start()
-            servers.append(server)
+        for i, op in enumerate(world.operators):
             spec = op.spec
-            sim_operators.append(
-                SimOperator(
+            if i < first_oicp:
+                ocpi = OcpiServer(op, clock, ssl_context, page_limit=page_limit)
+                ocpi.views.sessions.index.refresh(now)  # generate and index the history up front
+                await ocpi.start()
+                servers.append(ocpi)
+                sim_op = SimOperator(
                     spec.id,
                     spec.name,
                     spec.country_code,
                     spec.party_id,
-                    server.versions_url,
+                    ocpi.versions_url,
                     spec.token,
                     spec.token_encoding,
-                    server.port,
+                    ocpi.port,
+                    url=ocpi.versions_url,
+                )
+            else:
+                oicp = OicpServer(op, clock, mutual_context)
+                oicp.views.ocpi.sessions.index.refresh(now)
+                await oicp.start()
+                servers.append(oicp)
+                cert, key = make_client_cert(pki, seed, f"evgate {oicp.provider_id} for {spec.id}")
+                sim_op = SimOperator(
+                    spec.id,
+                    spec.name,
+                    spec.country_code,
+                    spec.party_id,
+                    None,
+                    None,
+                    "base64",
+                    oicp.port,
+                    protocol="oicp",
+                    url=oicp.base_url,
+                    provider_id=oicp.provider_id,
+                    client_cert=cert,
+                    client_key=key,
+                )
+            sim_operators.append(sim_op)
+        if ocm:
+            api_key = hashlib.sha256(f"evgate-sim-ocm-key:{seed}".encode()).hexdigest()[:32]
+            ocm_server = OcmServer(world, clock, ssl_context, api_key=api_key)
+            await ocm_server.start()
+            servers.append(ocm_server)
+            sim_operators.append(
+                SimOperator(
+                    OCM_ID,
+                    "Open Charge Map",
+                    "GB",
+                    None,
+                    None,
+                    None,
+                    "base64",
+                    ocm_server.port,
+                    protocol="ocm",
+                    url=ocm_server.base_url,
+                    api_key=api_key,
                 )
             )
     except BaseException:

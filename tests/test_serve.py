@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.vault import generate_key
 from simulator.cluster import Simulation, start_simulation
 from tests.support import free_port, shared_path
 
@@ -58,12 +59,23 @@ def _toml(sim: Simulation, db: Path, port: int) -> str:
     return "\n".join(lines)
 
 
+def _database_bytes(directory: Path) -> bytes:
+    """The SQLite file and its write-ahead log, as stored on disk."""
+    return b"".join(p.read_bytes() for p in directory.glob("gw.sqlite3*"))
+
+
 async def test_serve_polls_the_configured_operators(sim: Simulation, tmp_path: Path) -> None:
     port = free_port()
     config = tmp_path / "gateway.toml"
     config.write_text(_toml(sim, tmp_path / "gw.sqlite3", port))
-    env = {**os.environ, "EVGATE_PSEUDONYM_KEY": "serve-test-key", "EVGATE_ADMIN_TOKEN": "serve-admin"}
-    cmd = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--log-level", "warning"]
+    env = {
+        **os.environ,
+        "EVGATE_PSEUDONYM_KEY": "serve-test-key",
+        "EVGATE_ADMIN_TOKEN": "serve-admin",
+        "EVGATE_SECRET_KEYS": generate_key(),
+    }
+    # The most talkative log level: no credential may appear in it even so.
+    cmd = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--log-level", "debug"]
     proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     end = sim.clock.now().replace(microsecond=0)
     want = {op.id: len(sim.truth_locations(op.id, date_to=end)) for op in sim.operators}
@@ -96,3 +108,9 @@ async def test_serve_polls_the_configured_operators(sim: Simulation, tmp_path: P
         if proc.returncode is None:
             proc.terminate()
         await asyncio.wait_for(proc.wait(), 15)
+    log = (await proc.stdout.read()).decode() if proc.stdout else ""
+    assert "GET /graphql" in log or "POST /graphql" in log  # the log is really captured
+    stored = _database_bytes(tmp_path)
+    for op in sim.operators:
+        assert op.token and op.token not in log, f"{op.id}'s token was logged"
+        assert op.token.encode() not in stored, f"{op.id}'s token is stored in the clear"
