@@ -71,6 +71,7 @@ LOCATION_COLUMNS = (
     "opening_times",
     "facilities",
     "operator_name",
+    "duplicate_of",
     *PROVENANCE_COLUMNS,
 )
 EVSE_COLUMNS = (
@@ -191,6 +192,9 @@ class LocationQuery:
     borough_codes: tuple[str, ...] | None = None
     bbox: BoundingBox | None = None
     near: Near | None = None
+    # An aggregator's copy of an operator's site (`Location.duplicate_of`, set by gateway.dedupe) is
+    # left out unless asked for: the operator's own record, with live status, is listed instead.
+    include_duplicates: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "operator_ids", _ids("operatorIds", self.operator_ids))
@@ -344,6 +348,8 @@ async def _by_start_page(qs: QuerySet[Any], kind: str, first: int, after: str | 
 
 def _location_filter(query: LocationQuery) -> QuerySet[Location]:
     qs = Location.filter(publish=True)
+    if not query.include_duplicates:
+        qs = qs.filter(duplicate_of__isnull=True)
     if query.operator_ids is not None:
         qs = qs.filter(operator_id__in=list(query.operator_ids))
     if query.borough_codes is not None:

@@ -1,8 +1,8 @@
 """Sync health: how far each operator's modules have got, what went wrong, what was quarantined.
 
 Read services for the admin-only part of the API. Quarantined records are shown with their raw
-JSON so an operator's mistake can be reported back to it, but with the token fields redacted:
-they are PERSONAL data, which the gateway never serves, not even to its administrators.
+JSON so an operator's mistake can be reported back to it; their token fields were redacted before
+they were stored (`gateway.personal`).
 """
 
 from __future__ import annotations
@@ -17,38 +17,7 @@ import orjson
 from gateway.catalog import Page, Row, by_id_page
 from gateway.models import QuarantinedRecord, SyncError, SyncState
 
-# Containers whose every value identifies a driver (OCPI cdr_token / 2.1.1 auth_id, OICP
-# Identification), and single fields that do.
-PERSONAL_CONTAINERS = frozenset({"cdr_token", "Identification", "token"})
-PERSONAL_FIELDS = frozenset({"auth_id", "authorization_reference", "contract_id", "visual_number"})
-REDACTED = "[redacted]"
 RECENT_ERRORS = 10
-
-
-def redact(value: Any) -> Any:
-    """A copy of a JSON value with driver-identifying fields replaced by "[redacted]"."""
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    if not isinstance(value, dict):
-        return value
-    out: dict[str, Any] = {}
-    for key, item in value.items():
-        if key in PERSONAL_FIELDS and item is not None:
-            out[key] = REDACTED
-        elif key in PERSONAL_CONTAINERS and item is not None:
-            out[key] = _redact_all(item)
-        else:
-            out[key] = redact(item)
-    return out
-
-
-def _redact_all(value: Any) -> Any:
-    if isinstance(value, dict):
-        # The kind of token is not personal and helps to read the record; its values are.
-        return {k: (v if k == "type" else _redact_all(v)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact_all(v) for v in value]
-    return REDACTED
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,5 +72,5 @@ async def quarantined(operator_id: str | None, module: str | None, first: int, a
 
 
 def raw_of(row: Row) -> Any:
-    """The stored raw JSON of a quarantined record, redacted."""
-    return redact(orjson.loads(row["raw_json"]))
+    """The stored raw JSON of a quarantined record (redacted when it was stored)."""
+    return orjson.loads(row["raw_json"])

@@ -22,6 +22,7 @@ from adapters.model import (
     TariffRecord,
 )
 from gateway import keys
+from gateway.personal import redact
 from gateway.pseudonym import Pseudonymizer
 
 Row = dict[str, Any]
@@ -223,7 +224,7 @@ def event_row(src: Source, kind: str, subject: str, borough: str | None, payload
 
 
 def quarantine_row(src: Source, qid: str, bad: InvalidRecord) -> Row:
-    """An invalid operator record with its reason and raw JSON."""
+    """An invalid operator record with its reason and raw JSON (driver tokens redacted)."""
     return {
         "id": qid,
         "operator_id": src.operator_id,
@@ -231,6 +232,6 @@ def quarantine_row(src: Source, qid: str, bad: InvalidRecord) -> Row:
         "source_id": bad.source_id,
         "code": bad.code,
         "reason": bad.reason,
-        "raw_json": orjson.dumps(bad.raw).decode(),
+        "raw_json": orjson.dumps(redact(bad.raw)).decode(),
         "fetched_at": src.fetched_at,
     }

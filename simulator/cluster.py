@@ -24,7 +24,9 @@ from typing import Any
 import orjson
 
 from simulator.clock import SimClock, to_ts
+from simulator.control import ControlServer
 from simulator.data import World, build_world
+from simulator.faults import FaultPlan, Faults
 from simulator.ocm_server import OcmServer
 from simulator.ocpi_server import MODULES, OcpiServer
 from simulator.ocpi_views import OperatorViews, Selection
@@ -58,6 +60,10 @@ class SimOperator:
     client_cert: Path | None = None
     client_key: Path | None = None
     api_key: str | None = None
+    # How an OCPI operator wants its token sent (simulator.ocpi_variants.OcpiQuirks).
+    auth_header: str = "Authorization"
+    auth_scheme: str = "Token"
+    ocpi_version: str | None = None
 
 
 @dataclass(eq=False)
@@ -71,6 +77,9 @@ class Simulation:
     servers: list[Server] = field(repr=False)  # in the order of `operators`
     rogue_pki: Pki | None = None
     _tmpdir: Path | None = field(default=None, repr=False)
+    # Fault injection per operator id (simulator.faults), and the admin endpoint that drives it.
+    faults: dict[str, Faults] = field(default_factory=dict, repr=False)
+    control: ControlServer | None = None
 
     @property
     def ca_path(self) -> Path:
@@ -192,6 +201,10 @@ class Simulation:
 
     async def stop(self) -> None:
         """Stop every server and remove the PKI directory if the simulation created it."""
+        if self.control is not None:
+            await self.control.stop()
+        for faults in self.faults.values():
+            await faults.close()  # releases responses held by a `timeout` fault
         for server in self.servers:
             await server.stop()
         if self._tmpdir is not None:
@@ -215,15 +228,24 @@ async def start_simulation(
     demand_scale: float = 1.0,
     oicp_operators: int = 0,
     ocm: bool = False,
+    ocpi_variants: dict[str, dict[str, Any]] | None = None,
+    faults: dict[str, Any] | None = None,
+    control_token: str | None = None,
 ) -> Simulation:
     """Build the world and start one HTTPS server per operator on 127.0.0.1 (ephemeral ports):
     OCPI, except for the last `oicp_operators` operators, which speak OICP; `ocm` adds an Open
     Charge Map server over the whole world. `start` is the wall-clock start (default now):
     simulated time begins at start - lag and sessions from history_days before that. `rogue_tls`
     serves a certificate from an unrelated CA while `pki` still names the real one (for TLS
-    refusal tests); OICP servers still demand client certificates of the real CA."""
+    refusal tests); OICP servers still demand client certificates of the real CA.
+
+    `ocpi_variants` maps an OCPI operator's id to OcpiServer options (`version="2.1.1"`,
+    `quirks=OcpiQuirks(...)`); `faults` maps an operator id (or "ocm") to a fault plan active
+    from the start; `control_token` starts the admin endpoint that changes plans at run time."""
     if not 0 <= oicp_operators <= operators:
         raise ValueError("oicp_operators must be between 0 and operators")
+    plans = {k: FaultPlan.from_config(v) for k, v in (faults or {}).items()}  # validated before anything starts
+    variants = ocpi_variants or {}
     clock = SimClock(start or datetime.now(UTC), speed=speed, lag=lag)
     world = build_world(
         seed,
@@ -244,14 +266,32 @@ async def start_simulation(
     first_oicp = operators - oicp_operators
     servers: list[Server] = []
     sim_operators: list[SimOperator] = []
+    fault_sets: dict[str, Faults] = {}
+
+    def faults_for(name: str) -> Faults:
+        fault_sets[name] = Faults(seed=seed, directory=pki_dir, name=name)
+        return fault_sets[name]
+
+    ids = {op.spec.id for op in world.operators} | ({OCM_ID} if ocm else set())
+    if unknown := (set(plans) | set(variants)) - ids:
+        raise ValueError(f"faults or variants for unknown operators: {sorted(unknown)}")
     try:
         for i, op in enumerate(world.operators):
             spec = op.spec
             if i < first_oicp:
-                ocpi = OcpiServer(op, clock, ssl_context, page_limit=page_limit)
+                ocpi = OcpiServer(
+                    op,
+                    clock,
+                    ssl_context,
+                    page_limit=page_limit,
+                    middlewares=[faults_for(spec.id).middleware],
+                    **variants.get(spec.id, {}),
+                )
+                fault_sets[spec.id].attach(ocpi)
                 ocpi.views.sessions.index.refresh(now)  # generate and index the history up front
                 await ocpi.start()
                 servers.append(ocpi)
+                quirks = ocpi.quirks
                 sim_op = SimOperator(
                     spec.id,
                     spec.name,
@@ -259,12 +299,16 @@ async def start_simulation(
                     spec.party_id,
                     ocpi.versions_url,
                     spec.token,
-                    spec.token_encoding,
+                    ocpi.token_encoding,  # what this server expects (raw for 2.1.1)
                     ocpi.port,
                     url=ocpi.versions_url,
+                    auth_header=quirks.auth_header,
+                    auth_scheme=quirks.auth_scheme,
+                    ocpi_version=ocpi.version,
                 )
             else:
-                oicp = OicpServer(op, clock, mutual_context)
+                oicp = OicpServer(op, clock, mutual_context, middlewares=[faults_for(spec.id).middleware])
+                fault_sets[spec.id].attach(oicp)
                 oicp.views.ocpi.sessions.index.refresh(now)
                 await oicp.start()
                 servers.append(oicp)
@@ -287,7 +331,9 @@ async def start_simulation(
             sim_operators.append(sim_op)
         if ocm:
             api_key = hashlib.sha256(f"evgate-sim-ocm-key:{seed}".encode()).hexdigest()[:32]
-            ocm_server = OcmServer(world, clock, ssl_context, api_key=api_key)
+            ocm_faults = faults_for(OCM_ID)
+            ocm_server = OcmServer(world, clock, ssl_context, api_key=api_key, middlewares=[ocm_faults.middleware])
+            ocm_faults.attach(ocm_server)
             await ocm_server.start()
             servers.append(ocm_server)
             sim_operators.append(
@@ -305,10 +351,17 @@ async def start_simulation(
                     api_key=api_key,
                 )
             )
+        for name, plan in plans.items():
+            await fault_sets[name].apply(plan)  # after start: outages and TLS faults need a listener
+        control = ControlServer(fault_sets, control_token) if control_token else None
+        if control is not None:
+            await control.start()
     except BaseException:
+        for f in fault_sets.values():
+            await f.close()
         for server in servers:
             await server.stop()
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
         raise
-    return Simulation(pki, sim_operators, clock, world, servers, rogue, tmpdir)
+    return Simulation(pki, sim_operators, clock, world, servers, rogue, tmpdir, fault_sets, control)

@@ -20,6 +20,7 @@ from aiohttp import web
 from adapters.http import UpstreamError
 from gateway.config import GatewayConfig, OperatorConfig
 from gateway.db import close_db
+from gateway.models import QuarantinedRecord
 from tests.conftest import TestDb
 from tests.support import SECRET_KEYS, Gateway, ocpi_envelope, running_gateway, scripted_operator, shared_path
 
@@ -139,6 +140,9 @@ async def test_quarantined_records_are_listed_with_reasons_and_redacted_tokens(g
     # The driver's token is PERSONAL: redacted even for administrators; its type is kept.
     assert raw["cdr_token"]["uid"] == "[redacted]" and raw["cdr_token"]["type"] == SESSION["cdr_token"]["type"]
     assert SESSION["cdr_token"]["uid"] not in orjson.dumps(nodes).decode()
+    # ... and it is not at rest either: quarantine stores the record already redacted.
+    stored = await QuarantinedRecord.all().values_list("raw_json", flat=True)
+    assert len(stored) == 2 and not any(SESSION["cdr_token"]["uid"] in raw for raw in stored)
 
 
 @pytest.mark.parametrize("token", [None, "not-the-admin-token"])
