@@ -7,6 +7,7 @@ import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,10 @@ from starlette.applications import Starlette
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig
+from gateway.models import Cdr, Event, Session
 from gateway.runtime import Runtime, start_runtime
 from gateway.vault import generate_key
+from simulator.cluster import Simulation
 from simulator.tls import make_pki
 
 # The key that encrypts operator secrets in test gateways (fresh per test run, never committed).
@@ -156,3 +159,27 @@ async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
 
     async for url in serve(create_app(config, runtime_factory=factory)):
         yield Gateway(url, holder["runtime"], config)
+
+
+async def assert_holds_exactly_the_operators_records(
+    sim: Simulation, operator_id: str, start: datetime, end: datetime
+) -> None:
+    """The gateway's sessions and CDRs of an operator are exactly the operator's, version for version."""
+    sessions = await Session.filter(operator_id=operator_id).values_list("source_id", "last_updated", "status")
+    cdrs = await Cdr.filter(operator_id=operator_id).values_list("source_id", flat=True)
+    started = await Event.filter(operator_id=operator_id, kind="session.started").count()
+    if sim.operator(operator_id).protocol == "ocpi":
+        truth = sim.truth_sessions(operator_id, start, end)
+        want_sessions = {(s["id"], s["last_updated"], s["status"]) for s in truth}
+        got_sessions = {(sid, at.strftime("%Y-%m-%dT%H:%M:%SZ"), status) for sid, at, status in sessions}
+        want_cdrs = {c["id"] for c in sim.truth_cdrs(operator_id, start, end)}
+    else:
+        # OICP has no session pull: each CDR (by SessionID) is a completed session.
+        truth_cdrs = sim.truth_oicp_cdrs(operator_id, start, end)
+        want_cdrs = {c["SessionID"] for c in truth_cdrs}
+        want_sessions = {(c["SessionID"], "COMPLETED") for c in truth_cdrs}
+        got_sessions = {(sid, status) for sid, _, status in sessions}
+    assert len(want_sessions) > 50 and len(want_cdrs) > 50  # enough for the comparison to mean something
+    assert got_sessions == want_sessions
+    assert sorted(cdrs) == sorted(want_cdrs)
+    assert started == len(sessions)  # every session began once in the event log: no duplicate

@@ -19,10 +19,9 @@ from adapters.http import UpstreamError
 from gateway.config import GatewayConfig
 from gateway.db import close_db
 from gateway.demo import simulated_operators
-from gateway.models import Cdr, Event, Session
 from simulator.cluster import Simulation, start_simulation
 from tests.conftest import TestDb
-from tests.support import SECRET_KEYS, Gateway, running_gateway, shared_path
+from tests.support import SECRET_KEYS, Gateway, assert_holds_exactly_the_operators_records, running_gateway, shared_path
 
 BOROUGHS = shared_path("data", "london_boroughs_gla_wgs84.geojson")
 ADMIN = "nothing-lost-admin-token-01"
@@ -117,27 +116,3 @@ async def test_a_day_long_outage_is_caught_up_with_no_gap_and_no_duplicate(
     end = window_end(sim)
     for op in (OCPI, OICP):
         await assert_holds_exactly_the_operators_records(sim, op, first_from[op], end)
-
-
-async def assert_holds_exactly_the_operators_records(
-    sim: Simulation, operator_id: str, start: datetime, end: datetime
-) -> None:
-    """The gateway's sessions and CDRs of an operator are exactly the operator's, version for version."""
-    sessions = await Session.filter(operator_id=operator_id).values_list("source_id", "last_updated", "status")
-    cdrs = await Cdr.filter(operator_id=operator_id).values_list("source_id", flat=True)
-    started = await Event.filter(operator_id=operator_id, kind="session.started").count()
-    if operator_id == OCPI:
-        truth = sim.truth_sessions(operator_id, start, end)
-        want_sessions = {(s["id"], s["last_updated"], s["status"]) for s in truth}
-        got_sessions = {(sid, at.strftime("%Y-%m-%dT%H:%M:%SZ"), status) for sid, at, status in sessions}
-        want_cdrs = {c["id"] for c in sim.truth_cdrs(operator_id, start, end)}
-    else:
-        # OICP has no session pull: each CDR (by SessionID) is a completed session.
-        truth_cdrs = sim.truth_oicp_cdrs(operator_id, start, end)
-        want_cdrs = {c["SessionID"] for c in truth_cdrs}
-        want_sessions = {(c["SessionID"], "COMPLETED") for c in truth_cdrs}
-        got_sessions = {(sid, status) for sid, _, status in sessions}
-    assert len(want_sessions) > 50 and len(want_cdrs) > 50  # three days of a real-sized estate
-    assert got_sessions == want_sessions
-    assert sorted(cdrs) == sorted(want_cdrs)
-    assert started == len(sessions)  # every session began once in the event log: no duplicate
