@@ -163,6 +163,7 @@ class OperatorPoller:
             log.warning("%s %s: %s", self.config.id, module, exc.code)
             raise
         await SyncState.filter(id=state.id).update(last_attempt=_utcnow(), consecutive_failures=0, next_attempt=None)
+        bump_data_version()
         return RunResult(windows=windows, ingest=total, cursor=cursor)
 
     async def record_failure(self, module: str, code: str, message: str, retry_after: float | None = None) -> float:
@@ -186,6 +187,7 @@ class OperatorPoller:
             next_attempt=now + timedelta(seconds=delay),
         )
         await self._log_error(module, code, message, retry_after, now)
+        bump_data_version()  # sync health changed: cached answers are stale (gateway.cache)
         return delay
 
     async def _log_error(
