@@ -32,7 +32,13 @@ Example queries (paste into GraphiQL):
 
   # 3. Sessions of the last simulated hour (commercially sensitive: send the header below)
   {{ sessions(from: "{since}", to: "{until}", first: 10) {{
-      totalCount edges {{ node {{ id start end kwh status }} }} }} }}
+      totalCount edges {{ node {{ id start end kwh status provenance {{ operatorId protocol }} }} }} }} }}
+  HTTP header: {{"Authorization": "Bearer {admin}"}}
+
+  # 4. Sync health: faults on beta and the recoveries, quarantined records (administrators only)
+  {{ syncHealth {{ operatorId module healthy cursor lagSeconds consecutiveFailures nextAttempt
+      lastError {{ code message at }} lastSuccess recordsIngested recordsQuarantined }}
+    quarantinedRecords(first: 3) {{ totalCount edges {{ node {{ operatorId module reason raw }} }} }} }}
   HTTP header: {{"Authorization": "Bearer {admin}"}}
 """
 
@@ -55,16 +61,37 @@ def _secret_file(path: Path, make: Callable[[], str] = lambda: secrets.token_url
 
 
 async def run_demo(args: argparse.Namespace) -> None:
-    """Start simulated operators, then the gateway against them, until interrupted."""
+    """Start simulated operators (OCPI 2.2.1 and 2.1.1, OICP, Open Charge Map, one with faults),
+    then the gateway against them, until interrupted."""
     from datetime import timedelta
 
-    from gateway.demo import DEMO_CADENCES, simulated_operators
+    from gateway.demo import (
+        DEMO_CADENCES,
+        DEMO_FAULT_CYCLE,
+        DEMO_FAULTS,
+        DEMO_FAULTY,
+        DEMO_OICP_OPERATORS,
+        DEMO_OPERATORS,
+        DEMO_VARIANTS,
+        cycle_faults,
+        simulated_operators,
+    )
     from simulator.cluster import start_simulation
 
     var = Path(args.data_dir)
+    admin_token = _secret_file(var / "admin.token")
     sim = await start_simulation(
-        seed=args.seed, operators=args.operators, evses=args.evses, speed=args.speed, pki_dir=var / "pki"
+        seed=args.seed,
+        operators=DEMO_OPERATORS,
+        oicp_operators=DEMO_OICP_OPERATORS,
+        ocm=True,
+        evses=args.evses,
+        speed=args.speed,
+        pki_dir=var / "pki",
+        ocpi_variants=DEMO_VARIANTS,
+        control_token=admin_token,
     )
+    faults = asyncio.create_task(cycle_faults(sim.faults[DEMO_FAULTY], DEMO_FAULTS, DEMO_FAULT_CYCLE))
     operators = simulated_operators(
         sim,
         cadences=dict(DEMO_CADENCES),
@@ -75,7 +102,7 @@ async def run_demo(args: argparse.Namespace) -> None:
         database_url=f"sqlite://{var / 'demo.sqlite3'}",
         host="127.0.0.1",
         port=args.port,
-        admin_token=_secret_file(var / "admin.token"),
+        admin_token=admin_token,
         pseudonym_key=_secret_file(var / "pseudonym.key"),
         secret_keys=[_secret_file(var / "secret.key", generate_key)],
         operators=operators,
@@ -83,9 +110,13 @@ async def run_demo(args: argparse.Namespace) -> None:
     server = _serve(config, args.log_level)
     # The simulation replays the recent past at --speed, so "now" is the operators' clock, not ours.
     now = sim.clock.now().replace(microsecond=0)
-    print(f"\nevgate demo: {len(operators)} simulated OCPI operators on 127.0.0.1 (TLS, CA {sim.ca_path})")
+    print(f"\nevgate demo: {len(operators)} simulated sources on 127.0.0.1 (TLS, CA {sim.ca_path})")
     for op in sim.operators:
-        print(f"  {op.id:8} {op.versions_url}")
+        kind = op.protocol.upper() + (f" {op.ocpi_version}" if op.ocpi_version else "")
+        note = "  <- faults switched on in turn, every few minutes" if op.id == DEMO_FAULTY else ""
+        print(f"  {op.id:8} {kind:11} {op.url}{note}")
+    assert sim.control is not None
+    print(f"\nFault control: {sim.control.url}/admin/faults (Bearer: the administrator token below)")
     print(f"\nGraphiQL: http://{config.host}:{config.port}/graphql\n")
     print(
         EXAMPLES.format(
@@ -98,6 +129,7 @@ async def run_demo(args: argparse.Namespace) -> None:
     try:
         await server.serve()
     finally:
+        faults.cancel()
         await sim.stop()
 
 
@@ -149,7 +181,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="simulated London operators plus the gateway on SQLite")
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--seed", type=int, default=42)
-    demo.add_argument("--operators", type=int, default=3)
     demo.add_argument("--evses", type=int, default=1500)
     demo.add_argument("--speed", type=float, default=30.0, help="simulated seconds per wall-clock second")
     demo.add_argument("--backfill-hours", type=float, default=24.0)

@@ -2,28 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 
 
 @contextmanager
-def demo_process(port: int, data_dir: str, *extra: str) -> Iterator[subprocess.Popen]:
-    """`evgate demo` on `port` with its files in `data_dir`; terminated on exit."""
+def demo_process(port: int, data_dir: str, *extra: str, output: Path | None = None) -> Iterator[subprocess.Popen]:
+    """`evgate demo` on `port` with its files in `data_dir`; terminated on exit. Its output goes to
+    a pipe, or to the file `output` (a pipe nobody reads would block a talkative demo)."""
     cmd = [sys.executable, "-m", "gateway.cli", "demo", "--port", str(port), "--data-dir", data_dir, *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ})
-    try:
-        yield proc
-    finally:
-        proc.terminate()
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(output.open("wb")) if output is not None else subprocess.PIPE
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
         try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def operator_location_counts(port: int) -> dict[str, int]:

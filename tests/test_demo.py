@@ -1,27 +1,74 @@
-"""`evgate demo` as a user runs it: within 60 seconds every simulated operator's locations are queryable."""
+"""`evgate demo` as a user runs it: every simulated source (OCPI 2.2.1 and 2.1.1, OICP, Open Charge
+Map) is queryable within a minute; a fault switched on through the simulators' admin endpoint shows
+in sync health and then the recovery; and no credential appears in the log of the whole run."""
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
 import time
+from collections.abc import Callable
+from pathlib import Path
 
+import httpx
+
+from simulator.sites import operator_spec
 from tests.demo_process import demo_process, operator_location_counts
 from tests.support import free_port, shared_path
 
 shared_path("data", "london_boroughs_gla_wgs84.geojson")
+SOURCES = {"alpha", "beta", "gamma", "delta", "ocm"}
+HEALTH = '{ syncHealth(operatorId: "beta") { module healthy lastError { code } } }'
 
 
-def test_demo_serves_every_operators_locations_within_a_minute(tmp_path) -> None:
+def _wait(check: Callable[[], bool], seconds: float, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return
+        assert proc.poll() is None, log.read_text()[-5000:]
+        time.sleep(1)
+    raise AssertionError(f"not within {seconds} s")
+
+
+def test_demo_serves_every_source_and_shows_faults_and_recovery(tmp_path: Path) -> None:
     port = free_port()
-    with demo_process(port, str(tmp_path / "demo")) as proc:
-        deadline = time.monotonic() + 60
+    data_dir = tmp_path / "demo"
+    log = tmp_path / "demo.log"
+    with demo_process(port, str(data_dir), "--log-level", "debug", output=log) as proc:
         counts: dict[str, int] = {}
-        while time.monotonic() < deadline:
-            counts = operator_location_counts(port)
-            if len(counts) == 3 and all(counts.values()):
-                break
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else "demo exited"
-            time.sleep(1)
-        assert len(counts) == 3 and all(n > 100 for n in counts.values()), counts
-        assert sum(counts.values()) > 500  # 1,500 EVSEs over the three operators
-    output = proc.stdout.read().decode() if proc.stdout else ""
+
+        def every_source_served() -> bool:
+            counts.update(operator_location_counts(port))
+            return set(counts) == SOURCES and all(counts.values())
+
+        _wait(every_source_served, 60, proc, log)
+        assert all(counts[op] > 50 for op in SOURCES - {"ocm"}), counts
+        assert sum(counts.values()) > 500  # 1,500 EVSEs over the four operators, plus OCM's own POIs
+
+        admin = (data_dir / "admin.token").read_text().strip()
+        auth = {"Authorization": f"Bearer {admin}"}
+        # The banner names the simulators' fault control endpoint.
+        (control,) = (line.split()[2] for line in log.read_text().splitlines() if line.startswith("Fault control: "))
+        put = httpx.put(f"{control}/beta", json=[{"kind": "http_5xx"}], headers=auth, timeout=5)
+        assert put.status_code == 200, put.text
+
+        def failing() -> bool:
+            return any(h["lastError"] and h["lastError"]["code"] == "UPSTREAM_HTTP" for h in health())
+
+        def health() -> list[dict]:
+            body = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": HEALTH}, headers=auth, timeout=5)
+            return body.json()["data"]["syncHealth"]
+
+        _wait(failing, 40, proc, log)
+        assert httpx.delete(f"{control}/beta", headers=auth, timeout=5).status_code == 200
+        _wait(lambda: all(h["healthy"] for h in health()), 60, proc, log)
+        assert failing()  # the fault stays on record, older than the recovery
+    output = log.read_text()
     assert f"http://127.0.0.1:{port}/graphql" in output and "Bearer " in output
+    assert "POST /graphql" in output  # the debug log really is in the output
+    secrets = [operator_spec(42, i).token for i in range(4)]
+    secrets.append(hashlib.sha256(b"evgate-sim-ocm-key:42").hexdigest()[:32])
+    for secret in secrets:
+        assert secret not in output
+    assert "PRIVATE KEY" not in output
