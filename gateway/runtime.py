@@ -11,15 +11,16 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adapters.ocm import OcmAdapter
-from adapters.oicp import OicpAdapter
 from tortoise.transactions import in_transaction
 
 from adapters.http import HttpClient
 from adapters.model import MODULES
+from adapters.ocm import OcmAdapter
 from adapters.ocpi import OcpiAdapter
+from adapters.oicp import OicpAdapter
 from gateway.config import GatewayConfig, OperatorConfig
 from gateway.db import close_db, init_db
+from gateway.dedupe import mark_duplicates
 from gateway.geo import BoroughIndex
 from gateway.ingest import Ingestor
 from gateway.models import Borough, Operator
@@ -152,6 +153,8 @@ async def start_runtime(config: GatewayConfig, *, poll: bool | None = None) -> R
         adapter, client = await build_adapter(op, vault)
         runtime.clients.append(client)
         runtime.pollers[op.id] = OperatorPoller(op, adapter, Ingestor(op.id, op.protocol, boroughs, pseudonymize))
+    # A full pass repairs marks that concurrent windows (PostgreSQL) or a changed configuration left.
+    await mark_duplicates()
     if config.poll if poll is None else poll:
         for poller in runtime.pollers.values():
             poller.start()

@@ -23,6 +23,7 @@ from adapters.http import UpstreamError
 from adapters.model import Module, Page
 from gateway.cache import bump_data_version
 from gateway.config import OperatorConfig
+from gateway.dedupe import mark_duplicates
 from gateway.errors import ErrorCode
 from gateway.ingest import Ingestor, IngestResult
 from gateway.models import SyncError, SyncState
@@ -222,6 +223,7 @@ class OperatorPoller:
         time) other operators' windows commit while this one waits for its operator.
         """
         result = IngestResult()
+        started = _utcnow()
         pages = prefetched(self.adapter.crawl(module, start, end))
         try:
             first = await anext(pages, None)
@@ -234,6 +236,10 @@ class OperatorPoller:
                     result.add(await self.ingestor.ingest_page(first, conn))
                     async for page in pages:
                         result.add(await self.ingestor.ingest_page(page, conn))
+                if module == "locations" and result.written:
+                    # Sites that moved, appeared or came from an aggregator are matched again, in this
+                    # transaction, so a duplicate is never visible between commit and the next run.
+                    await mark_duplicates(conn, changed_since=started)
                 await self._commit_cursor(state, end, result, conn)
             bump_data_version()  # committed: GraphQL answers cached before now are stale (gateway.cache)
         finally:

@@ -41,6 +41,11 @@ class LocationFilter:
     borough_codes: list[str] | None = strawberry.field(default=None, description="GSS codes.")
     bbox: BoundingBox | None = None
     near: Near | None = None
+    include_duplicates: bool | None = strawberry.field(
+        default=False,
+        description="Also list aggregator records (Open Charge Map) that duplicate an operator's own "
+        "location (see `Location.duplicateOf`); left out by default.",
+    )
 
     def to_query(self) -> catalog.LocationQuery:
         """The validated catalogue value."""
@@ -49,6 +54,7 @@ class LocationFilter:
             borough_codes=tuple(self.borough_codes) if self.borough_codes is not None else None,
             bbox=self.bbox.to_query() if self.bbox is not None else None,
             near=self.near.to_query() if self.near is not None else None,
+            include_duplicates=bool(self.include_duplicates),  # null: the default
         )
 
 

@@ -247,6 +247,7 @@ class Location:
     provenance: Provenance
     operator_id: strawberry.Private[str]
     borough_code: strawberry.Private[str | None]
+    duplicate_of_id: strawberry.Private[str | None] = None
     preloaded_evses: strawberry.Private[list[Evse] | None] = None
     preloaded_borough: strawberry.Private[Loaded[Borough | None] | None] = None
     preloaded_operator: strawberry.Private[Loaded[Operator | None] | None] = None
@@ -271,7 +272,18 @@ class Location:
             provenance=Provenance.of(row),
             operator_id=row["operator_id"],
             borough_code=row["borough_code"],
+            duplicate_of_id=row["duplicate_of"],
         )
+
+    @strawberry.field(
+        description="On an aggregator's record (Open Charge Map) of a site that an operator publishes itself "
+        "(its nearest published location within 30 m): that location, which is authoritative (live status, "
+        "tariffs). `locations` leaves such records out unless `includeDuplicates` is true. Null otherwise."
+    )
+    async def duplicate_of(self, info: Info) -> Location | None:
+        if self.duplicate_of_id is None:
+            return None
+        return await load_location(info, self.duplicate_of_id)
 
     @strawberry.field(description="The borough the site lies in; null outside London.", graphql_type=Borough | None)
     def borough(self, info: Info) -> Borough | Awaitable[Borough | None] | None:

@@ -25,7 +25,7 @@ OPEN_TYPES = (
     "Borough",
     "Operator",
 )
-PROTECTED_ROOT_FIELDS = {"sessions", "cdrs"}
+PROTECTED_ROOT_FIELDS = {"sessions", "cdrs", "sync_health", "quarantined_records"}
 
 
 def test_open_fields_have_no_field_extensions() -> None:
