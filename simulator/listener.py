@@ -69,3 +69,19 @@ class Listener:
             await self._runner.cleanup()
             self._runner = None
             self._site = None
+
+
+class ListenedServer:
+    """What every simulated server shares: its `app` served by its `listener` on `port`."""
+
+    listener: Listener
+    port: int
+
+    async def start(self) -> None:
+        """Bind to 127.0.0.1 (an ephemeral port unless one was given) and serve."""
+        await self.listener.start()
+        self.port = self.listener.port
+
+    async def stop(self) -> None:
+        """Stop serving and release the port."""
+        await self.listener.stop()

@@ -37,7 +37,7 @@ from aiohttp import web
 
 from simulator.clock import SimClock, fmt_ts, parse_datetime, to_ts
 from simulator.data import World
-from simulator.listener import Listener
+from simulator.listener import ListenedServer, Listener
 from simulator.model import DAY, Evse, Location, seed_int
 from simulator.ocpi_server import Handler, Middleware
 from simulator.oicp_views import site_postcode
@@ -484,7 +484,7 @@ def _with_time(text: str) -> str:
     return f"{text}T00:00:00" if len(text) == 10 else text
 
 
-class OcmServer:
+class OcmServer(ListenedServer):
     """The HTTPS server of the simulated Open Charge Map, bound to 127.0.0.1."""
 
     def __init__(
@@ -510,15 +510,6 @@ class OcmServer:
     @property
     def base_url(self) -> str:
         return f"https://127.0.0.1:{self.port}/v3"
-
-    async def start(self) -> None:
-        """Bind to 127.0.0.1 (an ephemeral port unless one was given) and serve."""
-        await self.listener.start()
-        self.port = self.listener.port
-
-    async def stop(self) -> None:
-        """Stop serving and release the port."""
-        await self.listener.stop()
 
     # -- truth for tests -----------------------------------------------------------------------
 

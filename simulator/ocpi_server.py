@@ -32,7 +32,7 @@ from aiohttp import web
 
 from simulator.clock import SimClock, fmt_ts, parse_datetime
 from simulator.data import OperatorWorld
-from simulator.listener import Listener
+from simulator.listener import ListenedServer, Listener
 from simulator.ocpi_variants import OcpiQuirks, decode_page_token, encode_page_token, render_211, restyle_datetimes
 from simulator.ocpi_views import Json, OperatorViews
 
@@ -126,7 +126,7 @@ def token_matches(header: str, token: str, encoding: str, scheme: str = "Token")
     return hmac.compare_digest(decoded, expected.encode())
 
 
-class OcpiServer:
+class OcpiServer(ListenedServer):
     """The HTTPS server of one simulated operator, bound to 127.0.0.1.
 
     `version` is "2.2.1" or "2.1.1" (the only version offered); `quirks` the deviations it shows.
@@ -190,15 +190,6 @@ class OcpiServer:
         ):
             add(path, handler)
             add(path + "/", handler)
-
-    async def start(self) -> None:
-        """Bind to 127.0.0.1 (an ephemeral port unless one was given) and serve."""
-        await self.listener.start()
-        self.port = self.listener.port
-
-    async def stop(self) -> None:
-        """Stop serving and release the port."""
-        await self.listener.stop()
 
     # -- responses ---------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from aiohttp import web
 
 from simulator.clock import SimClock, parse_datetime, to_ts
 from simulator.data import OperatorWorld
-from simulator.listener import Listener
+from simulator.listener import ListenedServer, Listener
 from simulator.ocpi_server import Handler, Middleware
 from simulator.ocpi_views import Selection, SliceSelection
 from simulator.oicp_views import EVSE_STATUS, GEO_FORMATS, OicpViews
@@ -157,7 +157,7 @@ def _seconds(value: datetime) -> int:
     return math.ceil(ts)
 
 
-class OicpServer:
+class OicpServer(ListenedServer):
     """The HTTPS server of one simulated OICP operator, bound to 127.0.0.1."""
 
     def __init__(
@@ -190,15 +190,6 @@ class OicpServer:
     @property
     def base_url(self) -> str:
         return f"https://127.0.0.1:{self.port}{ROOT}"
-
-    async def start(self) -> None:
-        """Bind to 127.0.0.1 (an ephemeral port unless one was given) and serve."""
-        await self.listener.start()
-        self.port = self.listener.port
-
-    async def stop(self) -> None:
-        """Stop serving and release the port."""
-        await self.listener.stop()
 
     # -- truth and world changes for tests -----------------------------------------------------
 
