@@ -113,6 +113,8 @@ async def test_a_day_long_outage_is_caught_up_with_no_gap_and_no_duplicate(
     health = (await gateway.query(HEALTH, {"op": down}, ADMIN))["syncHealth"]
     assert all(h["healthy"] for h in health) and {h["lastError"]["code"] for h in health} == {"UPSTREAM_UNAVAILABLE"}
 
+    # The OICP operator only ever answered a client presenting the certificate configured for it.
+    assert sim.oicp_server(OICP).last_client_cn == f"evgate {sim.operator(OICP).provider_id} for {OICP}"
     end = window_end(sim)
     for op in (OCPI, OICP):
         await assert_holds_exactly_the_operators_records(sim, op, first_from[op], end)
