@@ -60,6 +60,21 @@ def _secret_file(path: Path, make: Callable[[], str] = lambda: secrets.token_url
     return value
 
 
+async def _fresh_if_outdated(database: Path) -> None:
+    """Start the demo on a new database when the kept one predates this version's model: its
+    contents are simulated and the gateway catches them up again in seconds."""
+    from gateway.db import SchemaOutdated, close_db, init_db
+
+    try:
+        await init_db(f"sqlite://{database}")
+    except SchemaOutdated as exc:
+        print(f"evgate demo: {database}: {exc}. Starting it afresh.")
+        for path in database.parent.glob(database.name + "*"):
+            path.unlink()
+    finally:
+        await close_db()
+
+
 async def run_demo(args: argparse.Namespace) -> None:
     """Start simulated operators (OCPI 2.2.1 and 2.1.1, OICP, Open Charge Map, one with faults),
     then the gateway against them, until interrupted."""
@@ -79,6 +94,7 @@ async def run_demo(args: argparse.Namespace) -> None:
     from simulator.cluster import start_simulation
 
     var = Path(args.data_dir)
+    await _fresh_if_outdated(var / "demo.sqlite3")
     admin_token = _secret_file(var / "admin.token")
     sim = await start_simulation(
         seed=args.seed,

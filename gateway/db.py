@@ -28,12 +28,41 @@ async def init_db(database_url: str, *, create: bool = True) -> None:
     await Tortoise.init(db_url=database_url, modules={"models": [MODELS_MODULE]}, _enable_global_fallback=True)
     if create:
         await Tortoise.generate_schemas(safe=True)
+        await _check_columns()
     if database_url.startswith("sqlite"):
         conn = connection()
         # WAL lets readers (GraphQL) proceed while the poller writes; a 64 MiB page cache keeps a
         # catch-up's indexes in memory (the 2 MiB default thrashes them).
         await conn.execute_script(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY;"
+        )
+
+
+class SchemaOutdated(Exception):
+    """The database was created by an older evgate: tables exist but lack columns."""
+
+
+async def _check_columns() -> None:
+    """Refuse a database whose tables predate the model (creating missing tables does not add
+    columns), with a message naming what is missing, rather than failing later mid-ingest."""
+    conn = connection()
+    missing = []
+    for model in Tortoise.apps["models"].values():
+        table = model._meta.db_table
+        if conn.capabilities.dialect == "sqlite":
+            rows = await conn.execute_query_dict(f'PRAGMA table_info("{table}")')
+            have = {r["name"] for r in rows}
+        else:
+            rows = await conn.execute_query_dict(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = $1", [table]
+            )
+            have = {r["column_name"] for r in rows}
+        wanted = set(model._meta.fields_db_projection.values())
+        missing += [f"{table}.{c}" for c in sorted(wanted - have)]
+    if missing:
+        raise SchemaOutdated(
+            f"the database was created by an older evgate and lacks {', '.join(missing)}; "
+            "migrations are not supported yet: recreate it (the gateway catches up from the operators)"
         )
 
 
