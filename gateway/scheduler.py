@@ -241,6 +241,10 @@ class OperatorPoller:
                     # transaction, so a duplicate is never visible between commit and the next run.
                     await mark_duplicates(conn, changed_since=started)
                 await self._commit_cursor(state, end, result, conn)
+            if module == "locations" and result.written:
+                # Once more after commit: a window of another operator committing at the same time
+                # (PostgreSQL) was invisible inside; now both are, whichever finished last.
+                await mark_duplicates(changed_since=started)
             bump_data_version()  # committed: GraphQL answers cached before now are stale (gateway.cache)
         finally:
             await pages.aclose()
