@@ -258,7 +258,12 @@ class OperatorPoller:
         state.last_attempt = now
         state.records_ingested += result.written
         state.records_quarantined += result.quarantined
-        await state.save(using_db=conn)
+        # Only what a window changes: the row's other columns (clock offset, failures) are written
+        # apart, and this object's copies of them may be stale.
+        await state.save(
+            using_db=conn,
+            update_fields=["cursor", "last_success", "last_attempt", "records_ingested", "records_quarantined"],
+        )
         if result.quarantined:
             # The window succeeded, but bad records came with it: sync health says so.
             message = f"{result.quarantined} record(s) quarantined in the window ending {end.isoformat()}"
