@@ -26,11 +26,19 @@ class Role(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Principal:
     """The caller of one request. `credential_error` is set when credentials were presented but
-    rejected: the caller is then treated as anonymous, and protected fields say why."""
+    rejected: the caller is then treated as anonymous, and protected fields say why.
+
+    What a role is scoped to travels with it: a borough's GSS codes, an operator's id, a partner's
+    id; `scopes` are the OAuth scopes (or API key scopes) granted.
+    """
 
     role: Role = Role.ANONYMOUS
     subject: str | None = None
     credential_error: str | None = None
+    boroughs: frozenset[str] = frozenset()  # BOROUGH: the GSS codes it answers for
+    operator_id: str | None = None  # OPERATOR: the operator whose data it is
+    partner_id: str | None = None  # PARTNER: the partner (its agreements, later its webhooks)
+    scopes: frozenset[str] = frozenset()
 
     @property
     def authenticated(self) -> bool:
