@@ -27,6 +27,7 @@ from tortoise import Tortoise
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.db import close_db, connection, init_db
+from tests.response_audit import AUDIT, ResponseAudit, install
 
 T = TypeVar("T")
 
@@ -172,3 +173,37 @@ def graphql(client: httpx.AsyncClient) -> GraphQL:
         return response.json()
 
     return post
+
+
+# ---------------------------------------------------------------------------------------------
+# The response audit (tests/response_audit.py): no gateway response of the run carries a
+# driver's raw token or an operator credential.
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def response_audit() -> Iterator[ResponseAudit]:
+    """Record every gateway response and every secret the simulators make, for the whole run."""
+    patcher = pytest.MonkeyPatch()
+    # The specification's example tokens, which several tests ingest.
+    AUDIT.register("123abc", "012345678", "DE8ACC12E46L89", "NL-TST-C12345678-S")
+    install(patcher.setattr)
+    try:
+        yield AUDIT
+    finally:
+        patcher.undo()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any gateway response carried a registered secret."""
+    found = sorted(set(AUDIT.findings()))
+    if found:
+        lines = "\n".join(f"  {url}: {secret[:4]}…" for url, secret in found[:20])
+        session.config.get_terminal_writer().line(
+            f"\nresponse audit: {len(found)} gateway response(s) carried a secret:\n{lines}", red=True
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    elif AUDIT.bodies:
+        session.config.get_terminal_writer().line(
+            f"\nresponse audit: {len(AUDIT.bodies)} gateway responses, {len(AUDIT.secrets)} secrets: none leaked"
+        )
