@@ -25,7 +25,6 @@ def gateway_config(
     seconds = backfill.total_seconds()
     return GatewayConfig(
         database_url=database_url,
-        admin_token=secrets.token_urlsafe(16),
         pseudonym_key=secrets.token_urlsafe(16),
         secret_keys=[generate_key()],
         operators=simulated_operators(sim, backfill=seconds, window=86400.0, page_limit=page_limit),

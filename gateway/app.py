@@ -1,14 +1,16 @@
-"""The ASGI application: GraphQL over HTTP and WebSocket at /graphql, and /healthz.
+"""The ASGI application: GraphQL over HTTP and WebSocket at /graphql, /healthz, and the OAuth 2
+token endpoint (`POST /oauth/token`) with its JWKS (`GET /.well-known/jwks.json`, `gateway.identity`).
 
 The lifespan either starts the whole runtime (database, boroughs, pollers; `gateway.runtime`) or,
 when none is given (tests, a read-only replica), just opens and closes the database. The GraphQL
-context is built per request: the principal from `Authorization: Bearer <token>` (or, on a
-WebSocket, from the connection_init payload) and fresh DataLoaders. Queries over HTTP go through
+context is built per request: the principal from `Authorization: Bearer <JWT or API key>` or
+`X-API-Key` (or, on a WebSocket, from the connection_init payload) and fresh DataLoaders. Queries over HTTP go through
 the response cache (`gateway.cache`) unless it is turned off.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
@@ -28,13 +30,15 @@ from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 
-from gateway.auth import authenticate
 from gateway.cache import CacheSettings, ResponseCache, create_cache, data_version
 from gateway.config import GatewayConfig
 from gateway.db import close_db, connection, init_db
 from gateway.errors import ErrorCode
+from gateway.identity import Identity
+from gateway.limits import Admission, Refused
+from gateway.serving import middleware
 from resolvers.context import RequestContext
-from resolvers.schema import MAX_TOKENS, schema
+from resolvers.schema import MAX_TOKENS, production_schema, schema
 
 log = logging.getLogger("evgate.app")
 
@@ -72,15 +76,20 @@ class EncodedResult(ExecutionResult):
 class GatewayGraphQL(GraphQL[RequestContext, None]):
     """Strawberry's ASGI view with our context, authentication, orjson and the response cache."""
 
-    def __init__(self, config: GatewayConfig, cache: ResponseCache | None = None) -> None:
+    def __init__(
+        self, config: GatewayConfig, cache: ResponseCache | None = None, admission: Admission | None = None
+    ) -> None:
+        # Production mode: no GraphiQL page, no introspection (see README, "Serving").
         super().__init__(
-            schema,
-            graphql_ide="graphiql",
+            production_schema() if config.production else schema,
+            graphql_ide=None if config.production else "graphiql",
             allow_queries_via_get=True,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
         )
         self.config = config
         self.cache = cache
+        self.identity = Identity(config)  # credentials -> Principal; also serves /oauth/token and the JWKS
+        self.admission = admission or Admission()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """As strawberry's, except that a malformed HTTP request gets a JSON error with a code
@@ -96,18 +105,19 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         await response(scope, receive, send)
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> RequestContext:
-        """Who is asking (from the Authorization header), with fresh DataLoaders."""
-        principal = authenticate(request.headers.get("authorization"), self.config.admin_token)
+        """Who is asking (Authorization or X-API-Key header, `gateway.identity`), with fresh DataLoaders."""
+        principal = await self.identity.authenticate(request.headers)
         return RequestContext(principal=principal, request=request, response=response)
 
     async def on_ws_connect(self, context: RequestContext) -> None:
-        """Browsers cannot set headers on a WebSocket: accept the token in connection_init too."""
+        """Browsers cannot set headers on a WebSocket: accept the token (a JWT or an API key) in
+        connection_init too."""
         params = context.connection_params or {}
         value = params.get("Authorization") or params.get("authorization") or params.get("authToken")
         if isinstance(value, str) and value:
             if not value.lower().startswith("bearer "):
                 value = f"Bearer {value}"
-            context.set_principal(authenticate(value, self.config.admin_token))
+            context.set_principal(await self.identity.authenticate({"authorization": value}))
 
     async def execute_single(
         self,
@@ -118,8 +128,24 @@ class GatewayGraphQL(GraphQL[RequestContext, None]):
         root_value: None,
         request_data: GraphQLRequestData,
     ) -> ExecutionResult:
-        """As strawberry's, but answered from the response cache when the same query was answered
-        for the same principal since the data last changed (`gateway.cache`)."""
+        """As strawberry's, but admitted first (rate limit, persisted queries: `gateway.limits`), and
+        answered from the response cache when the same query was answered for the same principal
+        since the data last changed (`gateway.cache`)."""
+        try:
+            query = self.admission.admit(
+                context.principal,
+                request.client.host if request.client else None,
+                request_data.query,
+                request_data.extensions,
+            )
+        except Refused as refused:
+            if refused.status != 200:
+                sub_response.status_code = refused.status
+            if refused.retry_after is not None:
+                sub_response.headers["Retry-After"] = str(refused.retry_after)
+            return ExecutionResult(data=None, errors=[refused.error])
+        if query != request_data.query:
+            request_data = dataclasses.replace(request_data, query=query)
         args = (request, request_adapter, sub_response, context, root_value, request_data)
         key = self._cache_key(request_adapter.method, request_data, context)
         if key is None or self.cache is None:
@@ -200,23 +226,33 @@ def create_app(
         if runtime_factory is not None:
             runtime = await runtime_factory(config)
             try:
+                await graphql_app.identity.start()  # the token signing key, generated on first start
                 yield
             finally:
                 await runtime.stop()
         else:
             await init_db(config.database_url)
             try:
+                await graphql_app.identity.start()
                 yield
             finally:
                 await close_db()
 
     settings = cache or CacheSettings.of(config.response_cache, config.response_cache_ttl, config.response_cache_mb)
-    graphql_app = GatewayGraphQL(config, create_cache(settings, max_tokens=MAX_TOKENS))
-    return Starlette(
+    admission = Admission.of(
+        config.rate_limit_per_minute, config.rate_limit_burst, config.persisted_queries, config.persisted_queries_file
+    )
+    graphql_app = GatewayGraphQL(config, create_cache(settings, max_tokens=MAX_TOKENS), admission)
+    app = Starlette(
+        middleware=middleware(config, graphiql=not config.production),
         routes=[
             Route("/graphql", graphql_app, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql_app),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/oauth/token", graphql_app.identity.token_endpoint, methods=["POST"]),
+            Route("/.well-known/jwks.json", graphql_app.identity.jwks_endpoint, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
+    app.state.admission = admission  # for operations over a WebSocket (gateway.limits.AdmissionExtension)
+    return app

@@ -1,20 +1,17 @@
-"""Authentication: turn the credentials of a request into a Principal.
+"""Who is calling: the Principal of a request and its Role.
 
-For now there are two kinds of caller: anonymous, and the hub administrator, who presents
-`Authorization: Bearer <GatewayConfig.admin_token>`. OAuth client credentials, external JWTs and
-partner API keys (DESIGN.md) will be added here, producing the other roles.
+The credentials themselves (OAuth client credentials and the gateway's JWTs, external identity
+providers' JWTs, API keys) are checked by `gateway.identity`, which turns them into a Principal.
 """
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from enum import StrEnum
 
 
 class Role(StrEnum):
-    """The kind of caller. Only ANONYMOUS and ADMIN are issued today; the others arrive with the
-    full access model (and `gateway.policy` already refuses them protected data until then)."""
+    """The kind of caller (DESIGN.md, access control); what each may read is `gateway.policy`'s."""
 
     ANONYMOUS = "anonymous"
     BOROUGH = "borough"
@@ -47,7 +44,6 @@ class Principal:
 
 
 ANONYMOUS = Principal()
-ADMIN_SUBJECT = "admin"
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -58,22 +54,3 @@ def bearer_token(authorization: str | None) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()
-
-
-def authenticate(authorization: str | None, admin_token: str | None) -> Principal:
-    """The principal for an Authorization header value.
-
-    No header: anonymous. A header that is not a bearer token, or a token we do not know:
-    anonymous with a `credential_error`, so that protected fields answer UNAUTHENTICATED with a
-    useful reason instead of silently treating a typo as "no credentials".
-    """
-    if authorization is None or not authorization.strip():
-        return ANONYMOUS
-    token = bearer_token(authorization)
-    if token is None:
-        return Principal(credential_error="the Authorization header must be 'Bearer <token>'")
-    # Compare in constant time so the token cannot be guessed byte by byte from response times;
-    # with no admin token configured nobody is an administrator.
-    if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
-        return Principal(role=Role.ADMIN, subject=ADMIN_SUBJECT)
-    return Principal(credential_error="the bearer token is not valid")

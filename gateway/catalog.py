@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -36,8 +37,11 @@ from gateway.db import as_utc, value_converters
 from gateway.errors import bad_input
 from gateway.geo import bounding_box, haversine_m
 from gateway.models import Borough, Cdr, Connector, Evse, Location, Operator, Session, Tariff
+from gateway.policy import Agreement, RowScope, parse_agreement
 
 T = TypeVar("T")
+
+log = logging.getLogger("evgate.catalog")
 
 # One page is at most this many rows: enough for a map viewport or a table screen, small enough
 # that a single request cannot make the gateway load and serialise a whole table.
@@ -468,18 +472,44 @@ async def boroughs_by_codes(codes: Sequence[str]) -> dict[str, Row]:
     return await _rows_by("gss_code", Borough.all(), codes, BOROUGH_COLUMNS)
 
 
+async def sharing_agreements() -> dict[str, Agreement]:
+    """Every operator's data-sharing agreement (`gateway.policy`), in one query over the small
+    operator table; read once per request that needs it. A stored agreement that does not
+    validate (edited by hand) shares nothing: the policy fails closed."""
+    out: dict[str, Agreement] = {}
+    for operator_id, raw in await Operator.all().values_list("id", "agreement"):
+        try:
+            out[operator_id] = parse_agreement(raw, f"operator {operator_id}")
+        except ValueError:
+            log.exception("operator %s: invalid stored agreement, sharing nothing", operator_id)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
-# Sessions and CDRs (USAGE data: access is decided by the schema's @protected directive)
+# Sessions and CDRs (USAGE data: the schema's @protected directive decides the fields, and the
+# caller's `gateway.policy.row_scope` the rows: a row outside it is absent, and not counted)
 # ---------------------------------------------------------------------------------------------
 
 
-def _in_window(qs: QuerySet[Any], window: Window, query: RecordQuery) -> QuerySet[Any]:
+def scoped(qs: QuerySet[Any], scope: RowScope, borough_column: str | None = "borough_code") -> QuerySet[Any]:
+    """`qs` restricted to the rows `scope` admits (`operator_id`, and `borough_column` when the
+    table has one: a table without boroughs admits nothing to a borough-restricted scope). ANDed
+    with any filter the caller gave, so a filter can narrow the scope but never widen it."""
+    if scope.operator_ids is not None:
+        qs = qs.filter(operator_id__in=sorted(scope.operator_ids))
+    if scope.borough_codes is not None:
+        if borough_column is None:
+            return qs.filter(operator_id__in=[])
+        qs = qs.filter(**{f"{borough_column}__in": sorted(scope.borough_codes)})
+    return qs
+
+
+def _in_window(qs: QuerySet[Any], window: Window, query: RecordQuery, scope: RowScope) -> QuerySet[Any]:
     """Rows active at some instant of [start, end): started before the end and not finished
     before the start (still-open sessions count as active). A zero-length record counts when
     it starts inside the window. So utilisation over consecutive windows sees every session."""
-    qs = qs.filter(start__lt=window.end).filter(
-        Q(start__gte=window.start) | Q(end__gt=window.start) | Q(end__isnull=True)
-    )
+    qs = scoped(qs, scope).filter(start__lt=window.end)
+    qs = qs.filter(Q(start__gte=window.start) | Q(end__gt=window.start) | Q(end__isnull=True))
     if query.operator_ids is not None:
         qs = qs.filter(operator_id__in=list(query.operator_ids))
     if query.borough_codes is not None:
@@ -492,9 +522,12 @@ async def sessions_in_window(
     query: RecordQuery | None = None,
     first: int = DEFAULT_PAGE_SIZE,
     after: str | None = None,
+    *,
+    scope: RowScope,
 ) -> Page[Session]:
-    """Charging sessions overlapping `window` (see `_in_window`), ordered by (start, id)."""
-    qs = _in_window(Session.all(), window, query or RecordQuery())
+    """Charging sessions overlapping `window` (see `_in_window`) within `scope` (required: USAGE
+    rows are never listed unscoped), ordered by (start, id)."""
+    qs = _in_window(Session.all(), window, query or RecordQuery(), scope)
     return await _by_start_page(qs, "session", first, after)
 
 
@@ -503,9 +536,12 @@ async def cdrs_in_window(
     query: RecordQuery | None = None,
     first: int = DEFAULT_PAGE_SIZE,
     after: str | None = None,
+    *,
+    scope: RowScope,
 ) -> Page[Cdr]:
-    """Charge detail records overlapping `window` (see `_in_window`), ordered by (start, id)."""
-    qs = _in_window(Cdr.all(), window, query or RecordQuery())
+    """Charge detail records overlapping `window` (see `_in_window`) within `scope`, ordered by
+    (start, id)."""
+    qs = _in_window(Cdr.all(), window, query or RecordQuery(), scope)
     return await _by_start_page(qs, "cdr", first, after)
 
 

@@ -1,21 +1,28 @@
-"""The `evgate` command: `demo` (simulated operators + gateway on SQLite), `serve --config FILE`
-and `secrets` (operator credentials in the encrypted store: set, list, rotate, generate-key)."""
+"""The `evgate` command: `demo` (simulated operators + gateway on SQLite), `serve --config FILE`,
+`secrets` (operator credentials in the encrypted store: set, list, rotate, generate-key), and the
+gateway's callers: `clients` (OAuth clients of /oauth/token) and `keys` (API keys), each with
+create, list and revoke."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import secrets
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
 from gateway.app import create_app
+from gateway.auth import Role
 from gateway.config import GatewayConfig
+from gateway.credentials import CredentialError, CredentialRejected, Grant, new_api_key
 from gateway.runtime import start_runtime
+from gateway.serving import server_config
 from gateway.vault import SECRET_NAMES, SecretError, generate_key
 
 EXAMPLES = """\
@@ -33,7 +40,7 @@ Example queries (paste into GraphiQL):
   # 3. Sessions of the last simulated hour (commercially sensitive: send the header below)
   {{ sessions(from: "{since}", to: "{until}", first: 10) {{
       totalCount edges {{ node {{ id start end kwh status provenance {{ operatorId protocol }} }} }} }} }}
-  HTTP header: {{"Authorization": "Bearer {admin}"}}
+  HTTP header: {{"Authorization": "Bearer {admin}"}}    (the administrator's API key)
 
   # 4. Sync health: faults on beta and the recoveries, quarantined records (administrators only)
   {{ syncHealth {{ operatorId module healthy cursor lagSeconds consecutiveFailures nextAttempt
@@ -45,7 +52,7 @@ Example queries (paste into GraphiQL):
 
 def _serve(config: GatewayConfig, log_level: str = "info") -> uvicorn.Server:
     app = create_app(config, runtime_factory=start_runtime)
-    return uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level, lifespan="on"))
+    return uvicorn.Server(server_config(app, config, log_level))  # TLS when configured
 
 
 def _secret_file(path: Path, make: Callable[[], str] = lambda: secrets.token_urlsafe(32)) -> str:
@@ -95,7 +102,7 @@ async def run_demo(args: argparse.Namespace) -> None:
 
     var = Path(args.data_dir)
     await _fresh_if_outdated(var / "demo.sqlite3")
-    admin_token = _secret_file(var / "admin.token")
+    control_token = _secret_file(var / "control.token")  # the simulators' fault control, not the gateway's
     sim = await start_simulation(
         seed=args.seed,
         operators=DEMO_OPERATORS,
@@ -105,7 +112,7 @@ async def run_demo(args: argparse.Namespace) -> None:
         speed=args.speed,
         pki_dir=var / "pki",
         ocpi_variants=DEMO_VARIANTS,
-        control_token=admin_token,
+        control_token=control_token,
     )
     faults = asyncio.create_task(cycle_faults(sim.faults[DEMO_FAULTY], DEMO_FAULTS, DEMO_FAULT_CYCLE))
     operators = simulated_operators(
@@ -118,11 +125,11 @@ async def run_demo(args: argparse.Namespace) -> None:
         database_url=f"sqlite://{var / 'demo.sqlite3'}",
         host="127.0.0.1",
         port=args.port,
-        admin_token=admin_token,
         pseudonym_key=_secret_file(var / "pseudonym.key"),
         secret_keys=[_secret_file(var / "secret.key", generate_key)],
         operators=operators,
     )
+    admin_key, role_tokens = await _demo_credentials(var, config)
     server = _serve(config, args.log_level)
     # The simulation replays the recent past at --speed, so "now" is the operators' clock, not ours.
     now = sim.clock.now().replace(microsecond=0)
@@ -132,21 +139,153 @@ async def run_demo(args: argparse.Namespace) -> None:
         note = "  <- faults switched on in turn, every few minutes" if op.id == DEMO_FAULTY else ""
         print(f"  {op.id:8} {kind:11} {op.url}{note}")
     assert sim.control is not None
-    print(f"\nFault control: {sim.control.url}/admin/faults (Bearer: the administrator token below)")
+    print(f"\nFault control: {sim.control.url}/admin/faults (Bearer: the token in {var / 'control.token'})")
     print(f"\nGraphiQL: http://{config.host}:{config.port}/graphql\n")
     print(
         EXAMPLES.format(
             since=(now - timedelta(hours=1)).isoformat().replace("+00:00", "Z"),
             until=now.isoformat().replace("+00:00", "Z"),
-            admin=config.admin_token,
+            admin=admin_key,
         )
     )
+    _print_demo_credentials(config, var, role_tokens)
     sys.stdout.flush()
     try:
         await server.serve()
     finally:
         faults.cancel()
         await sim.stop()
+
+
+# One OAuth client per role for the demo: (client id, name, grant).
+DEMO_CLIENTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("demo-admin", "Demo administrator", {"role": "admin"}),
+    ("demo-borough", "Camden and Islington officers", {"role": "borough", "boroughs": ["E09000007", "E09000019"]}),
+    ("demo-partner", "Demo roaming partner", {"role": "partner", "partner_id": "demo-partner"}),
+    ("demo-alpha", "Operator alpha", {"role": "operator", "operator_id": "alpha"}),
+)
+
+
+async def _demo_credentials(var: Path, config: GatewayConfig) -> tuple[str, dict[str, tuple[str, str, str]]]:
+    """Create (idempotently) the demo's callers: an administrator API key kept in `admin.token` and one
+    OAuth client per role, its secret kept in `clients.json` (both 0600). Returns the API key and, per
+    client id, (role, secret, a fresh bearer JWT)."""
+    from gateway.credentials import create_api_key, create_client, make_grant, parse_api_key
+    from gateway.db import close_db, init_db
+    from gateway.tokens import TokenService
+
+    key_file = var / "admin.token"
+    admin_key = key_file.read_text().strip() if key_file.exists() else ""
+    try:
+        parse_api_key(admin_key)
+    except CredentialRejected:  # absent, or the random token of an older demo
+        admin_key = new_api_key()
+        key_file.write_text(admin_key)
+    key_file.chmod(0o600)
+    secrets_file = var / "clients.json"
+    stored: dict[str, str] = json.loads(secrets_file.read_text()) if secrets_file.exists() else {}
+    for client_id, _, _ in DEMO_CLIENTS:
+        stored.setdefault(client_id, secrets.token_urlsafe(32))
+    secrets_file.write_text(json.dumps(stored, indent=2))
+    secrets_file.chmod(0o600)
+    tokens = TokenService(config)
+    out: dict[str, tuple[str, str, str]] = {}
+    await init_db(config.database_url)
+    try:
+        await create_api_key("demo administrator", make_grant("admin"), key=admin_key)
+        for client_id, name, grant_args in DEMO_CLIENTS:
+            grant = make_grant(**grant_args)
+            await create_client(name, grant, client_id=client_id, secret=stored[client_id])
+            out[client_id] = (grant.role.value, stored[client_id], await tokens.mint(grant.principal(client_id)))
+    finally:
+        await close_db()
+    return admin_key, out
+
+
+def _print_demo_credentials(config: GatewayConfig, var: Path, role_tokens: dict[str, tuple[str, str, str]]) -> None:
+    base = f"http://{config.host}:{config.port}"
+    minutes = int(config.token_ttl // 60)
+    print(f"Callers (administrator API key in {var / 'admin.token'}; client secrets in {var / 'clients.json'}).")
+    print(f"Bearer tokens valid {minutes} minutes, one per role:\n")
+    for client_id, (role, _, token) in role_tokens.items():
+        print(f"  {role:9} {client_id:13} Authorization: Bearer {token}\n")
+    client_id, (_, secret, _) = next(iter(role_tokens.items()))
+    print("A fresh token (any client above, its secret from clients.json):")
+    print(f"  curl -s -u {client_id}:{secret} -d grant_type=client_credentials {base}/oauth/token\n")
+
+
+def _grant_from_args(args: argparse.Namespace) -> Grant:
+    from gateway.credentials import make_grant
+
+    return make_grant(args.role, args.borough or (), args.operator, args.partner, args.scope or ())
+
+
+def _describe(row: Any) -> str:
+    what = ",".join(row.boroughs) or row.operator_id or row.partner_id or "-"
+    state = f"revoked {row.revoked_at.isoformat()}" if row.revoked_at else "active"
+    scopes = ",".join(row.scopes) or "-"
+    return f"{row.role:9} {what:22} scopes={scopes:12} created {row.created_at.isoformat()}  {state}"
+
+
+async def run_credentials(args: argparse.Namespace) -> None:
+    """`evgate clients ...` and `evgate keys ...`: create (the secret printed once), list, revoke."""
+    from gateway import credentials
+    from gateway.db import close_db, init_db
+
+    config = GatewayConfig.load(args.config)
+    grant = _grant_from_args(args) if args.action == "create" else None  # validated before touching the database
+    await init_db(config.database_url)
+    try:
+        if args.command == "clients":
+            if args.action == "create":
+                assert grant is not None
+                client_id, secret = await credentials.create_client(args.name, grant, client_id=args.client_id)
+                print(f"client_id:     {client_id}\nclient_secret: {secret}")
+                print("The secret is shown only now (the gateway keeps a hash). Exchange it at POST /oauth/token.")
+            elif args.action == "list":
+                for row in await credentials.list_clients():
+                    print(f"{row.client_id:24} {row.name[:28]:28} {_describe(row)}")
+            elif not await credentials.revoke_client(args.id):
+                sys.exit(f"evgate: no active client {args.id}")
+            else:
+                print(f"revoked client {args.id}: it gets no new tokens and its tokens are refused")
+        elif args.action == "create":
+            assert grant is not None
+            key = await credentials.create_api_key(args.name, grant)
+            print(f"api_key: {key}")
+            print("The key is shown only now (the gateway keeps a hash of its secret part).")
+            print("Send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.")
+        elif args.action == "list":
+            for row in await credentials.list_api_keys():
+                used = row.last_used_at.isoformat() if row.last_used_at else "never"
+                print(f"evg_{row.prefix:12} {row.name[:28]:28} {_describe(row)}  last used {used}")
+        elif not await credentials.revoke_api_key(args.id):
+            sys.exit(f"evgate: no active key {args.id}")
+        else:
+            print(f"revoked key {args.id}: refused from the next request on")
+    finally:
+        await close_db()
+
+
+def _add_credential_commands(sub: Any) -> None:
+    """`clients` and `keys`: create / list / revoke."""
+    for command, what in (("clients", "OAuth clients of /oauth/token"), ("keys", "API keys")):
+        parser = sub.add_parser(command, help=f"{what} (secrets stored only as hashes)")
+        actions = parser.add_subparsers(dest="action", required=True)
+        create = actions.add_parser("create", help="create one; its secret is printed once")
+        create.add_argument("--config", required=True)
+        create.add_argument("--name", required=True, help="who it is for (shown in listings)")
+        create.add_argument("--role", required=True, choices=[r.value for r in Role if r is not Role.ANONYMOUS])
+        create.add_argument("--borough", action="append", help="a GSS code (borough role; repeatable)")
+        create.add_argument("--operator", help="the operator id (operator role)")
+        create.add_argument("--partner", help="the partner id (partner role)")
+        create.add_argument("--scope", action="append", help="a scope granted (repeatable)")
+        if command == "clients":
+            create.add_argument("--client-id", help="default: a random evc-... id")
+        actions.add_parser("list", help="list them (never their secrets)").add_argument("--config", required=True)
+        revoke = actions.add_parser("revoke", help="revoke one, effective at once")
+        revoke.add_argument("--config", required=True)
+        revoke.add_argument("id", help="the client id" if command == "clients" else "the key's prefix (or the key)")
 
 
 async def run_serve(args: argparse.Namespace) -> None:
@@ -216,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     put.add_argument("--file", help="read the value from this file (a client key PEM, say)")
     for name, text in (("list", "list stored secrets (names only)"), ("rotate", "re-encrypt under the first key")):
         actions.add_parser(name, help=text).add_argument("--config", required=True)
+    _add_credential_commands(sub)
     return parser
 
 
@@ -225,12 +365,18 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "demo":
         Path(args.data_dir).mkdir(parents=True, exist_ok=True)
-    runner = {"demo": run_demo, "serve": run_serve, "secrets": run_secrets}[args.command]
+    runner = {
+        "demo": run_demo,
+        "serve": run_serve,
+        "secrets": run_secrets,
+        "clients": run_credentials,
+        "keys": run_credentials,
+    }[args.command]
     try:
         asyncio.run(runner(args))
     except KeyboardInterrupt:
         pass
-    except SecretError as exc:  # a configuration problem: say what, without a traceback
+    except (SecretError, CredentialError) as exc:  # a configuration problem: say what, without a traceback
         sys.exit(f"evgate: {exc}")
 
 

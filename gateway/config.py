@@ -1,9 +1,11 @@
 """Gateway configuration: a TOML file (`evgate serve --config FILE`) or built in code (the demo).
 
-Gateway secrets may be given in the file or, better, through the environment (`EVGATE_ADMIN_TOKEN`,
-`EVGATE_PSEUDONYM_KEY`, `EVGATE_SECRET_KEYS`); they are never logged (the dataclass reprs hide
-them). Operator credentials live encrypted in the database (`gateway.vault`); values given here
-only bootstrap that store.
+Gateway secrets may be given in the file or, better, through the environment (`EVGATE_PSEUDONYM_KEY`,
+`EVGATE_SECRET_KEYS`); they are never logged (the dataclass reprs hide them). Callers are not
+configured here: administrators, boroughs, partners and operators are OAuth clients or API keys
+(`evgate clients`, `evgate keys`), or come with tokens of a trusted identity provider
+(`[[gateway.identity_providers]]`). Operator credentials live encrypted in the database
+(`gateway.vault`); values given here only bootstrap that store.
 """
 
 from __future__ import annotations
@@ -94,6 +96,11 @@ class OperatorConfig:
     cadences: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_CADENCES))
     modules: tuple[str, ...] = ()  # empty: every module the protocol offers
     timeout: float = 30.0
+    # The data-sharing agreement (`gateway.policy`): which roles, among "borough" and "partner",
+    # get this operator's USAGE and COMMERCIAL data, e.g.
+    # `agreement = { USAGE = ["borough", "partner"], COMMERCIAL = ["partner"] }`. Empty: nothing
+    # is shared beyond the operator itself and the hub's administrators.
+    agreement: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOL_MODULES:
@@ -107,6 +114,10 @@ class OperatorConfig:
         if self.token_encoding not in ("base64", "raw"):
             raise ValueError(f"operator {self.id}: token_encoding must be 'base64' or 'raw'")
         self.link_origins = tuple(self.link_origins)
+        # Imported here: gateway.policy depends on gateway.auth, which may come to read configuration.
+        from gateway.policy import parse_agreement
+
+        self.agreement = parse_agreement(self.agreement, f"operator {self.id}: agreement").as_json()
 
     @property
     def versions_url(self) -> str:
@@ -131,6 +142,54 @@ class OperatorConfig:
         return cls(**data)
 
 
+# Signature algorithms an external identity provider may use: asymmetric only. Never "none", and
+# never HS*, which would let anyone holding the provider's public key sign tokens (key confusion).
+IDP_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+
+
+@dataclass
+class IdentityProviderConfig:
+    """An external identity provider whose JWTs the gateway accepts (`[[gateway.identity_providers]]`).
+
+    Tokens must carry `iss == issuer` and `audience` among their `aud`, be signed with one of
+    `algorithms` by a key of the JWKS at `jwks_url` (HTTPS; `ca_bundle` is trusted in addition to the
+    system store), cached `jwks_ttl` seconds and refetched when a token names an unknown key. The
+    `*_claim` settings name the claims that carry the role and what it is scoped to.
+    """
+
+    issuer: str
+    audience: str
+    jwks_url: str
+    algorithms: tuple[str, ...] = ("RS256", "ES256")
+    ca_bundle: str | None = None
+    jwks_ttl: float = 300.0
+    timeout: float = 10.0
+    role_claim: str = "role"
+    boroughs_claim: str = "boroughs"
+    operator_claim: str = "operator"
+    partner_claim: str = "partner"
+    scope_claim: str = "scope"
+
+    def __post_init__(self) -> None:
+        self.algorithms = tuple(self.algorithms)
+        where = f"identity provider {self.issuer!r}"
+        if not self.issuer or not self.audience:
+            raise ValueError(f"{where}: issuer and audience are required")
+        if not self.jwks_url.startswith("https://"):
+            raise ValueError(f"{where}: jwks_url must be an https:// URL")
+        bad = sorted(set(self.algorithms) - set(IDP_ALGORITHMS))
+        if bad or not self.algorithms:
+            raise ValueError(f"{where}: algorithms {bad or '[]'} refused; allowed: {list(IDP_ALGORITHMS)}")
+        if not 0 < self.jwks_ttl <= 86400 or not 0 < self.timeout <= 120:
+            raise ValueError(f"{where}: jwks_ttl must be in (0, 86400] and timeout in (0, 120] seconds")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> IdentityProviderConfig:
+        """Build from a TOML table, refusing unknown settings."""
+        _no_unknown_keys(cls, raw, f"identity provider {raw.get('issuer')!r}")
+        return cls(**raw)
+
+
 @dataclass
 class GatewayConfig:
     """The whole gateway: database, HTTP listener, secrets, operators."""
@@ -138,7 +197,6 @@ class GatewayConfig:
     database_url: str = "sqlite://evgate.sqlite3"
     host: str = "127.0.0.1"
     port: int = 8000
-    admin_token: str | None = field(default=None, repr=False)
     pseudonym_key: str = field(default="", repr=False)
     # Keys that encrypt operator secrets at rest (gateway.vault), newest first.
     secret_keys: list[str] = field(default_factory=list, repr=False)
@@ -149,6 +207,42 @@ class GatewayConfig:
     response_cache: str = "on"
     response_cache_ttl: float = 3.0
     response_cache_mb: float = 64.0
+    # Abuse limits (gateway.limits): requests per minute and burst per principal ("off" or 0: no
+    # limit), and the persisted-query mode, "off" or "safelist" (only the queries of
+    # `persisted_queries_file`, a JSON {sha256: query} or a directory of .graphql files, run).
+    rate_limit_per_minute: float | str = 600.0
+    rate_limit_burst: int = 120
+    persisted_queries: str = "off"
+    persisted_queries_file: str | None = None
+    # Serving (gateway.serving): TLS certificate chain and key (PEM; both or neither), the browser
+    # origins allowed by CORS, and production mode (no GraphiQL, no introspection).
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
+    cors_origins: list[str] = field(default_factory=list)
+    production: bool = False
+    # Identity (gateway.identity): the tokens the gateway issues at /oauth/token (iss, aud, lifetime
+    # in seconds) and the external identity providers whose tokens it accepts.
+    token_issuer: str = "evgate"  # noqa: S105 - an issuer name, not a secret
+    token_audience: str = "evgate"  # noqa: S105 - an audience name, not a secret
+    token_ttl: float = 900.0
+    identity_providers: list[IdentityProviderConfig] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._check_identity()
+
+    def _check_identity(self) -> None:
+        """Identity providers from TOML tables; issuers distinct (a token's `iss` picks who verifies it)."""
+        self.identity_providers = [
+            p if isinstance(p, IdentityProviderConfig) else IdentityProviderConfig.from_dict(p)
+            for p in self.identity_providers
+        ]
+        if not self.token_issuer or not self.token_audience:
+            raise ValueError("token_issuer and token_audience must not be empty")
+        if not 0 < self.token_ttl <= 86400:
+            raise ValueError("token_ttl must be in (0, 86400] seconds")
+        issuers = [self.token_issuer] + [p.issuer for p in self.identity_providers]
+        if len(set(issuers)) != len(issuers):
+            raise ValueError("every identity provider needs its own issuer, distinct from token_issuer")
 
     @classmethod
     def load(cls, path: str | Path) -> GatewayConfig:
@@ -163,7 +257,11 @@ class GatewayConfig:
 
     def with_env(self) -> GatewayConfig:
         """Apply `EVGATE_*` environment overrides for secrets and the database URL."""
-        self.admin_token = os.environ.get("EVGATE_ADMIN_TOKEN", self.admin_token)
+        if "EVGATE_ADMIN_TOKEN" in os.environ:
+            raise ValueError(
+                "EVGATE_ADMIN_TOKEN is no longer used: create an administrator with "
+                "`evgate clients create --role admin` or `evgate keys create --role admin`"
+            )
         self.pseudonym_key = os.environ.get("EVGATE_PSEUDONYM_KEY", self.pseudonym_key)
         self.database_url = os.environ.get("EVGATE_DATABASE_URL", self.database_url)
         if os.environ.get("EVGATE_SECRET_KEYS"):
@@ -171,6 +269,10 @@ class GatewayConfig:
         self.response_cache = os.environ.get("EVGATE_RESPONSE_CACHE", self.response_cache)
         self.response_cache_ttl = float(os.environ.get("EVGATE_RESPONSE_CACHE_TTL", self.response_cache_ttl))
         self.response_cache_mb = float(os.environ.get("EVGATE_RESPONSE_CACHE_MB", self.response_cache_mb))
+        self.rate_limit_per_minute = os.environ.get("EVGATE_RATE_LIMIT_PER_MINUTE", self.rate_limit_per_minute)
+        self.rate_limit_burst = int(os.environ.get("EVGATE_RATE_LIMIT_BURST", self.rate_limit_burst))
+        if "EVGATE_PRODUCTION" in os.environ:
+            self.production = os.environ["EVGATE_PRODUCTION"].strip().lower() in ("1", "true", "yes", "on")
         if not self.pseudonym_key:
             raise ValueError("a pseudonym key is required (EVGATE_PSEUDONYM_KEY or gateway.pseudonym_key)")
         return self

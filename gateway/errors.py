@@ -18,6 +18,11 @@ class ErrorCode(StrEnum):
     GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
     GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
     BAD_USER_INPUT = "BAD_USER_INPUT"
+    # Abuse limits.
+    QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+    RATE_LIMITED = "RATE_LIMITED"
+    PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
+    PERSISTED_QUERY_NOT_ALLOWED = "PERSISTED_QUERY_NOT_ALLOWED"
     # Access control.
     UNAUTHENTICATED = "UNAUTHENTICATED"
     FORBIDDEN = "FORBIDDEN"
@@ -53,6 +58,19 @@ DESCRIPTIONS: dict[ErrorCode, str] = {
         "An argument or variable has an unacceptable value (inverted bounding box, radius out of "
         "range, page size over the cap, malformed cursor)."
     ),
+    ErrorCode.QUERY_TOO_COMPLEX: (
+        "The estimated cost of the query (fields times the list sizes above them) is over the limit; "
+        "`extensions.cost` and `extensions.maxCost` give both."
+    ),
+    ErrorCode.RATE_LIMITED: (
+        "The caller (its subject, or its IP address when anonymous) sent too many requests; HTTP 429, "
+        "retry after `extensions.retryAfter` seconds (also the Retry-After header)."
+    ),
+    ErrorCode.PERSISTED_QUERY_NOT_FOUND: (
+        "The request sent only a persisted query hash, and no query with that hash is known "
+        "(or persisted queries are off): send the query text."
+    ),
+    ErrorCode.PERSISTED_QUERY_NOT_ALLOWED: "Safelist mode: only the persisted (safelisted) queries may run.",
     ErrorCode.UNAUTHENTICATED: "The field needs credentials and none (or invalid ones) were given.",
     ErrorCode.FORBIDDEN: "The caller is authenticated but not allowed to read this field.",
     ErrorCode.INTERNAL_SERVER_ERROR: "An unexpected failure; the details are logged, never returned.",
@@ -75,6 +93,10 @@ CLIENT_CODES: frozenset[ErrorCode] = frozenset(
         ErrorCode.GRAPHQL_PARSE_FAILED,
         ErrorCode.GRAPHQL_VALIDATION_FAILED,
         ErrorCode.BAD_USER_INPUT,
+        ErrorCode.QUERY_TOO_COMPLEX,
+        ErrorCode.RATE_LIMITED,
+        ErrorCode.PERSISTED_QUERY_NOT_FOUND,
+        ErrorCode.PERSISTED_QUERY_NOT_ALLOWED,
         ErrorCode.UNAUTHENTICATED,
         ErrorCode.FORBIDDEN,
     }

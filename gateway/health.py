@@ -14,8 +14,9 @@ from typing import Any
 
 import orjson
 
-from gateway.catalog import Page, Row, by_id_page
+from gateway.catalog import Page, Row, by_id_page, scoped
 from gateway.models import QuarantinedRecord, SyncError, SyncState
+from gateway.policy import RowScope
 
 RECENT_ERRORS = 10
 
@@ -41,9 +42,10 @@ class ModuleHealth:
         return self.state.consecutive_failures == 0 and self.state.last_success is not None
 
 
-async def sync_health(operator_ids: Sequence[str] | None = None) -> list[ModuleHealth]:
-    """Every module's health, by operator and module; two queries whatever the number of modules."""
-    states = SyncState.all().order_by("operator_id", "module")
+async def sync_health(operator_ids: Sequence[str] | None = None, *, scope: RowScope) -> list[ModuleHealth]:
+    """Every module's health within `scope` (OPERATIONS rows the caller may see), by operator and
+    module; two queries whatever the number of modules."""
+    states = scoped(SyncState.all(), scope, borough_column=None).order_by("operator_id", "module")
     if operator_ids is not None:
         states = states.filter(operator_id__in=list(operator_ids))
     rows = await states
@@ -61,9 +63,11 @@ async def sync_health(operator_ids: Sequence[str] | None = None) -> list[ModuleH
 QUARANTINE_COLUMNS = ("id", "operator_id", "module", "source_id", "code", "reason", "raw_json", "fetched_at")
 
 
-async def quarantined(operator_id: str | None, module: str | None, first: int, after: str | None) -> Page[Row]:
-    """Quarantined records, filtered by operator and module, a page at a time."""
-    qs = QuarantinedRecord.all()
+async def quarantined(
+    operator_id: str | None, module: str | None, first: int, after: str | None, *, scope: RowScope
+) -> Page[Row]:
+    """Quarantined records within `scope`, filtered by operator and module, a page at a time."""
+    qs = scoped(QuarantinedRecord.all(), scope, borough_column=None)
     if operator_id is not None:
         qs = qs.filter(operator_id=operator_id)
     if module is not None:

@@ -304,3 +304,59 @@ class QuarantinedRecord(Model):
 
     class Meta:
         table = "quarantined_record"
+
+
+class OAuthClient(Model):
+    """A client of the token endpoint (OAuth 2 client credentials), scoped to what its role may see.
+
+    Only a SHA-256 hash of the secret is stored (`gateway.credentials`); revoking keeps the row, so
+    that tokens it already holds are refused too and the id is never reused.
+    """
+
+    client_id = fields.CharField(primary_key=True, max_length=64)
+    secret_hash = fields.CharField(max_length=64)  # hex SHA-256 of the secret
+    name = fields.CharField(max_length=200)
+    role = fields.CharField(max_length=16)
+    boroughs = fields.JSONField(default=list)  # BOROUGH: GSS codes
+    operator_id = fields.CharField(max_length=64, null=True)
+    partner_id = fields.CharField(max_length=64, null=True)
+    scopes = fields.JSONField(default=list)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    revoked_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "oauth_client"
+
+
+class ApiKey(Model):
+    """A partner's or vehicle's API key `evg_<prefix>_<secret>`: the prefix is public (listings, logs),
+    the secret is stored only as a SHA-256 hash and looked up on every request (no cache)."""
+
+    prefix = fields.CharField(primary_key=True, max_length=16)
+    secret_hash = fields.CharField(max_length=64)
+    name = fields.CharField(max_length=200)
+    role = fields.CharField(max_length=16)
+    boroughs = fields.JSONField(default=list)
+    operator_id = fields.CharField(max_length=64, null=True)
+    partner_id = fields.CharField(max_length=64, null=True)
+    scopes = fields.JSONField(default=list)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    revoked_at = fields.DatetimeField(null=True)
+    last_used_at = fields.DatetimeField(null=True)  # refreshed at most every few minutes
+
+    class Meta:
+        table = "api_key"
+
+
+class GatewayKey(Model):
+    """A key the gateway signs its tokens with (ES256): the public JWK in the clear (verification,
+    the JWKS endpoint), the private key as PEM encrypted with the gateway's secret keys."""
+
+    kid = fields.CharField(primary_key=True, max_length=64)  # RFC 7638 thumbprint
+    algorithm = fields.CharField(max_length=16)
+    public_jwk = fields.JSONField()
+    ciphertext = fields.TextField()
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "gateway_key"

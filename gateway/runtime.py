@@ -18,6 +18,7 @@ from adapters.model import MODULES
 from adapters.ocm import OcmAdapter
 from adapters.ocpi import OcpiAdapter
 from adapters.oicp import OicpAdapter
+from gateway.cache import bump_data_version
 from gateway.config import GatewayConfig, OperatorConfig
 from gateway.db import close_db, init_db
 from gateway.dedupe import mark_duplicates
@@ -73,11 +74,20 @@ async def load_boroughs(index: BoroughIndex) -> None:
 
 
 async def register_operator(op: OperatorConfig) -> None:
-    """Record an operator from configuration (its credentials go to the vault, not here)."""
+    """Record an operator from configuration, with its data-sharing agreement (its credentials go
+    to the vault, not here). Bumps the data version: responses cached under the old agreement
+    must not be served any more."""
     await Operator.update_or_create(
         id=op.id,
-        defaults={"name": op.name, "protocol": op.protocol, "base_url": op.url, "cadences": op.cadences},
+        defaults={
+            "name": op.name,
+            "protocol": op.protocol,
+            "base_url": op.url,
+            "cadences": op.cadences,
+            "agreement": op.agreement,
+        },
     )
+    bump_data_version()
 
 
 def configured_secrets(op: OperatorConfig) -> dict[str, str]:

@@ -16,7 +16,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
-from gateway.models import OperatorSecret
+from gateway.models import GatewayKey, OperatorSecret
 
 SECRET_NAMES = ("token", "client_key", "api_key")
 
@@ -81,14 +81,18 @@ class SecretStore:
     async def rotate(self) -> int:
         """Re-encrypt every stored secret under the newest key, in one transaction; how many.
 
+        That is the operator secrets and the gateway's own token signing keys (`gateway.tokens`).
         Fails without changing anything if some secret opens with none of the configured keys.
         """
         async with in_transaction() as conn:
-            rows = await OperatorSecret.all().using_db(conn)
+            rows: list[OperatorSecret | GatewayKey] = [
+                *await OperatorSecret.all().using_db(conn),
+                *await GatewayKey.all().using_db(conn),
+            ]
             for row in rows:
                 try:
                     row.ciphertext = self._fernet.rotate(row.ciphertext.encode()).decode()
                 except InvalidToken:
-                    raise SecretError(f"secret {row.id} opens with none of the configured keys") from None
+                    raise SecretError(f"secret {row.pk} opens with none of the configured keys") from None
                 await row.save(using_db=conn, update_fields=["ciphertext"])
         return len(rows)

@@ -9,13 +9,21 @@ not written in any resolver: when the schema is built, `protect_fields` (called 
 - belongs to a type that carries it (every field of a protected type), or
 - returns (a list of, a nullable) protected type, so that access is refused once at the edge
   rather than on every field of every row.
-The extension asks `gateway.policy.allowed` and, when refused, raises an `EvgateError` with the
+The extension asks `gateway.policy.allowed` (through `RequestContext.decide`, for the row's
+operator and borough when the source is a row) and, when refused, raises an `EvgateError` with the
 decision's code: the field is null and the error carries `extensions.code`. Every applicable data
 class must be allowed (a COMMERCIAL cost field of a USAGE session needs both).
+
+Rows are the other half of the same policy: a protected list resolver passes
+`info.context.row_scope(data_class)` (`gateway.policy.row_scope`) to the catalogue, which requires
+it and turns it into SQL, so that a row the caller may not see is absent, whatever the filter, and
+`totalCount` agrees. A new protected list must do the same (tests/test_borough_scope.py fails
+until its way into USAGE data is listed there).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +43,8 @@ if TYPE_CHECKING:
 DataClassEnum = strawberry.enum(
     DataClass,
     name="DataClass",
-    description="How sensitive data is: OPEN (public), USAGE (sessions), COMMERCIAL (costs), PERSONAL (never served).",
+    description="How sensitive data is: OPEN (public), USAGE (sessions), COMMERCIAL (costs), PERSONAL (never "
+    "served), OPERATIONS (sync health: administrators and the operator itself).",
 )
 
 
@@ -74,30 +83,50 @@ def _returned_definition(field: StrawberryField) -> StrawberryObjectDefinition |
 
 
 class PolicyExtension(FieldExtension):
-    """Refuses a field unless the request's principal may read all of its data classes."""
+    """Refuses a field unless the request's principal may read all of its data classes.
+
+    On a row (a source with `operator_id`, and `borough_code` when it has one) the decision is
+    for that row: a field of another operator's or another borough's row is refused. Above any row
+    (a root field, an edge) it is whether the principal may read any data of the class at all; the
+    rows it may not see are then absent, by the row scope the list resolver passes to the
+    catalogue (`RequestContext.row_scope`). The operators' agreements, when the decision needs
+    them, are read before the first check of the operation (a synchronous field then returns an
+    awaitable, which the executor awaits).
+    """
 
     def __init__(self, data_classes: Iterable[DataClass]) -> None:
         super().__init__()
         self.data_classes = tuple(sorted(set(data_classes)))
 
     def _check(self, source: Any, info: strawberry.Info) -> None:
-        # The row's operator lets the full access model apply each operator's data-sharing
-        # agreement; top-level fields have no row yet.
         operator_id = getattr(source, "operator_id", None)
+        borough_code = getattr(source, "borough_code", None)
         for data_class in self.data_classes:
-            decision = info.context.decide(data_class, operator_id)
+            decision = info.context.decide(data_class, operator_id, borough_code)
             if not decision:
                 raise EvgateError(decision.code, f"{info.field_name}: {decision.reason}")
 
     def resolve(self, next_: SyncExtensionResolver, source: Any, info: strawberry.Info, **kwargs: Any) -> Any:
         """Check, then resolve (synchronous fields)."""
+        if info.context.needs_agreements(self.data_classes):
+            return self._load_then_resolve(next_, source, info, kwargs)
         self._check(source, info)
         return next_(source, info, **kwargs)
+
+    async def _load_then_resolve(
+        self, next_: SyncExtensionResolver, source: Any, info: strawberry.Info, kwargs: dict[str, Any]
+    ) -> Any:
+        await info.context.load_agreements()
+        self._check(source, info)
+        result = next_(source, info, **kwargs)
+        return await result if inspect.isawaitable(result) else result
 
     async def resolve_async(
         self, next_: AsyncExtensionResolver, source: Any, info: strawberry.Info, **kwargs: Any
     ) -> Any:
         """Check before the resolver runs, so a refused field never reads the database."""
+        if info.context.needs_agreements(self.data_classes):
+            await info.context.load_agreements()
         self._check(source, info)
         return await next_(source, info, **kwargs)
 

@@ -1,7 +1,9 @@
 """The Query root: thin resolvers that validate arguments, call `gateway.catalog`, wrap the rows.
 
-Access control is not written here: `sessions` and `cdrs` are marked `@protected(dataClass: USAGE)`
-and `resolvers.permissions` enforces that for every field of the schema.
+Access control is not decided here: `sessions` and `cdrs` are marked `@protected(dataClass: USAGE)`
+and `resolvers.permissions` enforces that for every field of the schema; the protected lists pass
+the caller's row scope (`gateway.policy.row_scope`, through `info.context.row_scope`) to the
+catalogue, which requires it, so that rows the caller may not see are absent and not counted.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ class Query:
     )
     async def sessions(
         self,
+        info: Info,
         from_: From,
         to: To,
         filter: RecordFilter | None = None,
@@ -95,7 +98,8 @@ class Query:
     ) -> SessionConnection | None:
         window = catalog.Window(from_, to)
         query = filter.to_query() if filter is not None else None
-        page = await catalog.sessions_in_window(window, query, first, after)
+        scope = await info.context.row_scope(DataClass.USAGE)
+        page = await catalog.sessions_in_window(window, query, first, after, scope=scope)
         return connection_of(page, Session.from_row)
 
     @strawberry.field(
@@ -104,6 +108,7 @@ class Query:
     )
     async def cdrs(
         self,
+        info: Info,
         from_: From,
         to: To,
         filter: RecordFilter | None = None,
@@ -112,27 +117,32 @@ class Query:
     ) -> CdrConnection | None:
         window = catalog.Window(from_, to)
         query = filter.to_query() if filter is not None else None
-        page = await catalog.cdrs_in_window(window, query, first, after)
+        scope = await info.context.row_scope(DataClass.USAGE)
+        page = await catalog.cdrs_in_window(window, query, first, after, scope=scope)
         return connection_of(page, Cdr.from_row)
 
     @strawberry.field(
-        description="Per operator and module: cursor, lag, last success, errors, counts (administrators).",
+        description="Per operator and module: cursor, lag, last success, errors, counts (administrators; "
+        "an operator sees its own).",
         directives=protected(DataClass.OPERATIONS),
     )
-    async def sync_health(self, operator_id: str | None = None) -> list[ModuleSyncHealth] | None:
+    async def sync_health(self, info: Info, operator_id: str | None = None) -> list[ModuleSyncHealth] | None:
         ids = None if operator_id is None else [operator_id]
-        return [ModuleSyncHealth.of(h) for h in await health.sync_health(ids)]
+        scope = await info.context.row_scope(DataClass.OPERATIONS)
+        return [ModuleSyncHealth.of(h) for h in await health.sync_health(ids, scope=scope)]
 
     @strawberry.field(
-        description="Records quarantined at ingest, with their reason (administrators).",
+        description="Records quarantined at ingest, with their reason (administrators; an operator sees its own).",
         directives=protected(DataClass.OPERATIONS),
     )
     async def quarantined_records(
         self,
+        info: Info,
         operator_id: str | None = None,
         module: str | None = None,
         first: First = DEFAULT_FIRST,
         after: After = None,
     ) -> QuarantinedRecordConnection | None:
-        page = await health.quarantined(operator_id, module, first, after)
+        scope = await info.context.row_scope(DataClass.OPERATIONS)
+        page = await health.quarantined(operator_id, module, first, after, scope=scope)
         return connection_of(page, QuarantinedRecord.from_row)

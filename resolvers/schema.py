@@ -3,15 +3,20 @@
 Limits bound the work one request can ask for before any resolver runs (a public endpoint must
 not let a single document fan out without bound): depth (the deepest useful query, locations ->
 evses -> connectors -> tariffs -> provenance, is 8), aliases (each alias can repeat a costly
-field), tokens (parsing itself costs). Parsed and validated documents are cached (LRU, bounded)
-because clients send the same few queries again and again. Extensions are passed as classes or
-factories, never instances, so that no state is shared between concurrent requests; the depth and
-alias rules, which hold no state, are built once (see `LIMIT_RULES`).
+field), tokens (parsing itself costs), and the cost of the answer (`resolvers.cost`: fields times
+the list sizes above them, checked at execution time because it depends on variables). Parsed
+and validated documents are cached (LRU, bounded) because clients send the same few queries again
+and again. Extensions are passed as classes or factories, never instances, so that no state is
+shared between concurrent requests; the depth and alias rules, which hold no state, are built once
+(see `LIMIT_RULES`).
 """
 
 from __future__ import annotations
 
+import functools
+
 from graphql import GraphQLError
+from graphql.validation import NoSchemaIntrospectionCustomRule
 from strawberry import Schema
 from strawberry.extensions import (
     AddValidationRules,
@@ -26,7 +31,9 @@ from strawberry.types import ExecutionContext
 from strawberry.types.base import StrawberryObjectDefinition
 from strawberry.types.field import StrawberryField
 
+from gateway.limits import AdmissionExtension
 from resolvers.context import FreshLoaders
+from resolvers.cost import CostLimit
 from resolvers.errors import code_errors
 from resolvers.permissions import protect_fields
 from resolvers.queries import Query
@@ -43,6 +50,9 @@ LIMIT_RULES = (
     *QueryDepthLimiter(max_depth=MAX_DEPTH).validation_rules,
     *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
 )
+# Production mode (`GatewayConfig.production`) also refuses introspection (`__schema`, `__type`;
+# `__typename` stays allowed).
+PRODUCTION_RULES = (*LIMIT_RULES, NoSchemaIntrospectionCustomRule)
 
 
 class EvgateSchema(Schema):
@@ -57,22 +67,32 @@ class EvgateSchema(Schema):
         code_errors(errors, execution_context)
 
 
-def build_schema() -> EvgateSchema:
-    """A new schema instance (the module-level `schema` is the one the app serves)."""
+def build_schema(*, introspection: bool = True) -> EvgateSchema:
+    """A new schema instance (the module-level `schema` is the one the app serves; without
+    introspection, `production_schema()`)."""
+    rules = LIMIT_RULES if introspection else PRODUCTION_RULES
     return EvgateSchema(
         query=Query,
         config=StrawberryConfig(auto_camel_case=True),
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
             lambda: ParserCache(maxsize=CACHE_SIZE),
-            lambda: AddValidationRules(list(LIMIT_RULES)),
+            lambda: AddValidationRules(list(rules)),
             lambda: ValidationCache(maxsize=CACHE_SIZE),
+            AdmissionExtension,  # after ValidationCache: its refusal replaces the validation result
+            CostLimit,
             FreshLoaders,
         ],
     )
 
 
 schema = build_schema()
+
+
+@functools.cache
+def production_schema() -> EvgateSchema:
+    """The schema served in production mode: introspection refused (built once, on first use)."""
+    return build_schema(introspection=False)
 
 
 def sdl() -> str:

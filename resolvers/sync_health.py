@@ -1,4 +1,5 @@
-"""GraphQL types of sync health and quarantined records (OPERATIONS data: administrators only).
+"""GraphQL types of sync health and quarantined records (OPERATIONS data: administrators, and each
+operator for its own).
 
 Operator credentials never appear here: they live encrypted in the vault, which no type reads.
 """

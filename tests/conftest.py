@@ -28,11 +28,12 @@ from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.db import close_db, connection, init_db
 from tests.response_audit import AUDIT, ResponseAudit, install
+from tests.support import SECRET_KEYS, issue_api_key, new_api_key
 
 T = TypeVar("T")
 
 POSTGRES_ADMIN_URL = os.environ.get("EVGATE_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/test")
-ADMIN_TOKEN = "test-admin-token-0123456789"
+ADMIN_TOKEN = new_api_key()  # stored in the test database by the `admin_token` fixture
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -128,14 +129,14 @@ async def db(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Tes
 
 @pytest.fixture
 def gateway_config(db: TestDb) -> GatewayConfig:
-    """A configuration for the test database, with a known admin token and no operators."""
-    return GatewayConfig(database_url=db.url, admin_token=ADMIN_TOKEN, pseudonym_key="test-key", poll=False)
+    """A configuration for the test database, with no operators (and a secret key, to sign tokens)."""
+    return GatewayConfig(database_url=db.url, pseudonym_key="test-key", secret_keys=SECRET_KEYS, poll=False)
 
 
 @pytest.fixture
-def admin_token() -> str:
-    """The administrator's bearer token in `gateway_config`."""
-    return ADMIN_TOKEN
+async def admin_token(db: TestDb) -> str:
+    """An administrator's API key, stored in the test database: the bearer token of an admin."""
+    return await issue_api_key(key=ADMIN_TOKEN)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ of the run each body is searched for each secret (`pytest_sessionfinish` fails t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ import httpx
 # Paths the gateway serves; simulators (operators) legitimately send credentials back and forth.
 GATEWAY_PATHS = ("/graphql", "/oauth", "/.well-known", "/healthz", "/partners")
 MIN_SECRET_LENGTH = 6  # shorter strings would match by chance
+_WORD = re.compile(rb"[A-Za-z0-9_\-]+")
 
 
 @dataclass
@@ -41,12 +43,20 @@ class ResponseAudit:
             pass
 
     def findings(self) -> Iterator[tuple[str, str]]:
-        """(URL, secret) for every body that contains a registered secret."""
-        needles = [(s, s.encode()) for s in self.secrets]
+        """(URL, secret) for every body that contains a registered secret as a whole word.
+
+        Secrets are identifiers (hex, base64url, `GB-EVD-C00000001-3`), so in JSON or a header they
+        stand between quotes, spaces or punctuation: matching words against a set keeps the scan
+        linear in the bodies instead of bodies x tens of thousands of secrets.
+        """
+        needles = {s.encode(): s for s in self.secrets}
+        seen: set[bytes] = set()
         for url, body in self.bodies:
-            for secret, needle in needles:
-                if needle in body:
-                    yield url, secret
+            if body in seen:
+                continue
+            seen.add(body)
+            for word in set(_WORD.findall(body)) & needles.keys():
+                yield url, needles[word]
 
 
 AUDIT = ResponseAudit()

@@ -20,6 +20,7 @@ NOW = datetime(2025, 6, 2, 12, 0, tzinfo=UTC)
 CENTRE = (51.50809, -0.12804)
 WESTMINSTER = ("E09000033", "Westminster")
 CAMDEN = ("E09000007", "Camden")
+ISLINGTON = ("E09000019", "Islington")
 
 
 def offset(north_m: float, east_m: float, origin: tuple[float, float] = CENTRE) -> tuple[float, float]:
@@ -186,7 +187,15 @@ async def session(
     return key
 
 
-async def cdr(operator_id: str, source_id: str, location_id: str, start: datetime, end: datetime) -> str:
+async def cdr(
+    operator_id: str,
+    source_id: str,
+    location_id: str,
+    start: datetime,
+    end: datetime,
+    *,
+    borough_code: str | None = WESTMINSTER[0],
+) -> str:
     """Store one CDR; returns its id."""
     key = keys.record_key(operator_id, source_id)
     await Cdr.create(
@@ -194,7 +203,7 @@ async def cdr(operator_id: str, source_id: str, location_id: str, start: datetim
         **provenance(operator_id, source_id),
         session_id=keys.record_key(operator_id, f"S-{source_id}"),
         location_id=location_id,
-        borough_code=WESTMINSTER[0],
+        borough_code=borough_code,
         start=start,
         end=end,
         total_energy=20.0,

@@ -1,4 +1,5 @@
-"""Helpers shared by the tests: the shared reference folder, loopback servers, scripted OCPI operators."""
+"""Helpers shared by the tests: the shared reference folder, loopback servers, scripted OCPI operators,
+and callers' credentials (API keys and the gateway's own tokens)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,13 @@ from aiohttp import web
 from starlette.applications import Starlette
 
 from gateway.app import create_app
+from gateway.auth import Role
 from gateway.config import GatewayConfig
+from gateway.credentials import create_api_key, create_client, make_grant
+from gateway.credentials import new_api_key as new_api_key  # `ADMIN = new_api_key()`, then issue_api_key(key=ADMIN)
 from gateway.models import Cdr, Event, Session
 from gateway.runtime import Runtime, start_runtime
+from gateway.tokens import TokenService
 from gateway.vault import generate_key
 from simulator.cluster import Simulation
 from simulator.tls import make_pki
@@ -30,6 +35,34 @@ from simulator.tls import make_pki
 SECRET_KEYS = [generate_key()]
 
 SHARED = Path(os.environ.get("EVGATE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+
+
+async def issue_api_key(
+    role: Role | str = Role.ADMIN, *, key: str | None = None, name: str = "test", **scope: Any
+) -> str:
+    """An API key with `role` stored in the current database (`key`, or a new one), returned.
+
+    `scope` is what the role is scoped to: `boroughs=[...]`, `operator_id=...`, `partner_id=...`,
+    `scopes=[...]` (see `gateway.credentials.make_grant`).
+    """
+    return await create_api_key(name, make_grant(role, **scope), key=key)
+
+
+async def mint_token(
+    config: GatewayConfig,
+    role: Role | str = Role.ADMIN,
+    *,
+    client_id: str | None = None,
+    ttl: float | None = None,
+    issued_at: float | None = None,
+    audience: str | None = None,
+    **scope: Any,
+) -> str:
+    """A JWT as /oauth/token would issue it, signed with the gateway's key (generated on first use,
+    so `config` needs `secret_keys`), for an OAuth client registered for it in the current database."""
+    grant = make_grant(role, **scope)
+    client_id, _ = await create_client("test", grant, client_id=client_id)
+    return await TokenService(config).mint(grant.principal(client_id), ttl=ttl, issued_at=issued_at, audience=audience)
 
 
 def shared_path(*parts: str) -> Path:

@@ -15,9 +15,9 @@ from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.db import close_db, init_db
 from tests import seed
-from tests.support import serve
+from tests.support import issue_api_key, new_api_key, serve
 
-ADMIN = "server-test-admin-token"
+ADMIN = new_api_key()
 
 
 class StubRuntime:
@@ -33,9 +33,7 @@ class StubRuntime:
 
 @pytest.fixture
 def config(tmp_path: Path) -> GatewayConfig:
-    return GatewayConfig(
-        database_url=f"sqlite://{tmp_path / 'server.sqlite3'}", admin_token=ADMIN, pseudonym_key="k", poll=False
-    )
+    return GatewayConfig(database_url=f"sqlite://{tmp_path / 'server.sqlite3'}", pseudonym_key="k", poll=False)
 
 
 async def test_lifespan_without_runtime_opens_the_database(config: GatewayConfig) -> None:
@@ -54,6 +52,7 @@ async def test_runtime_factory_and_websocket_queries(config: GatewayConfig) -> N
         await seed.operators("op-a")
         (loc,) = await seed.sites([seed.Site("op-a", "L1", *seed.CENTRE)])
         await seed.session("op-a", "S1", loc, seed.NOW, seed.NOW + timedelta(hours=1))
+        await issue_api_key(key=ADMIN)
         runtimes.append(StubRuntime())
         return runtimes[-1]
 

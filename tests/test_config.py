@@ -39,11 +39,10 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 def test_example_config_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("EVGATE_PSEUDONYM_KEY", raising=False)
-    monkeypatch.setenv("EVGATE_ADMIN_TOKEN", "admin-from-env")
     monkeypatch.setenv("EVGATE_RESPONSE_CACHE", "off")
     cfg = GatewayConfig.load(_write(tmp_path, EXAMPLE))
     assert cfg.response_cache == "off" and cfg.response_cache_ttl == 5.0 and cfg.response_cache_mb == 64.0
-    assert cfg.port == 8080 and cfg.admin_token == "admin-from-env" and cfg.pseudonym_key == "from-file"
+    assert cfg.port == 8080 and cfg.pseudonym_key == "from-file"
     (op,) = cfg.operators
     assert op.token_encoding == "raw" and op.page_limit == 250 and op.safety_lag == 60
     assert op.cadences == {"locations": 60.0, "statuses": 60.0, "sessions": 120.0, "cdrs": 300.0, "tariffs": 86400.0}

@@ -5,6 +5,7 @@ in sync health and then the recovery; and no credential appears in the log of th
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import time
 from collections.abc import Callable
@@ -46,22 +47,41 @@ def test_demo_serves_every_source_and_shows_faults_and_recovery(tmp_path: Path) 
         assert all(counts[op] > 50 for op in SOURCES - {"ocm"}), counts
         assert sum(counts.values()) > 500  # 1,500 EVSEs over the four operators, plus OCM's own POIs
 
-        admin = (data_dir / "admin.token").read_text().strip()
+        graphql = f"http://127.0.0.1:{port}/graphql"
+        admin = (data_dir / "admin.token").read_text().strip()  # the administrator's API key
+        assert (data_dir / "admin.token").stat().st_mode & 0o777 == 0o600
         auth = {"Authorization": f"Bearer {admin}"}
-        # The banner names the simulators' fault control endpoint.
+        # The banner names the simulators' fault control endpoint; its token is the demo's, not the gateway's.
         (control,) = (line.split()[2] for line in log.read_text().splitlines() if line.startswith("Fault control: "))
-        put = httpx.put(f"{control}/beta", json=[{"kind": "http_5xx"}], headers=auth, timeout=5)
+        control_auth = {"Authorization": f"Bearer {(data_dir / 'control.token').read_text().strip()}"}
+        put = httpx.put(f"{control}/beta", json=[{"kind": "http_5xx"}], headers=control_auth, timeout=5)
         assert put.status_code == 200, put.text
 
         def failing() -> bool:
             return any(h["lastError"] and h["lastError"]["code"] == "UPSTREAM_HTTP" for h in health())
 
         def health() -> list[dict]:
-            body = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": HEALTH}, headers=auth, timeout=5)
+            body = httpx.post(graphql, json={"query": HEALTH}, headers=auth, timeout=5)
             return body.json()["data"]["syncHealth"]
 
         _wait(failing, 40, proc, log)
-        assert httpx.delete(f"{control}/beta", headers=auth, timeout=5).status_code == 200
+        # One OAuth client per role: the banner prints a bearer JWT for each; clients.json has their
+        # secrets for fresh tokens at /oauth/token.
+        banner = log.read_text().splitlines()
+        (jwt,) = (line.split()[-1] for line in banner if " demo-admin " in line and "Authorization: Bearer" in line)
+        by_jwt = {"Authorization": f"Bearer {jwt}"}
+        assert httpx.post(graphql, json={"query": HEALTH}, headers=by_jwt, timeout=5).json()["data"]["syncHealth"]
+        assert sum("Authorization: Bearer ey" in line for line in banner) == 4
+        clients = json.loads((data_dir / "clients.json").read_text())
+        assert set(clients) == {"demo-admin", "demo-borough", "demo-partner", "demo-alpha"}
+        fresh = httpx.post(
+            f"http://127.0.0.1:{port}/oauth/token",
+            data={"grant_type": "client_credentials"},
+            auth=("demo-borough", clients["demo-borough"]),
+            timeout=5,
+        )
+        assert fresh.status_code == 200 and fresh.json()["token_type"] == "Bearer", fresh.text
+        assert httpx.delete(f"{control}/beta", headers=control_auth, timeout=5).status_code == 200
         _wait(lambda: all(h["healthy"] for h in health()), 60, proc, log)
         assert failing()  # the fault stays on record, older than the recovery
     output = log.read_text()

@@ -30,10 +30,10 @@ from gateway.models import (
 )
 from simulator.cluster import Simulation, start_simulation
 from tests.conftest import TestDb
-from tests.support import SECRET_KEYS, Gateway, running_gateway, shared_path
+from tests.support import SECRET_KEYS, Gateway, issue_api_key, new_api_key, running_gateway, shared_path
 
 BOROUGHS = shared_path("data", "london_boroughs_gla_wgs84.geojson")
-ADMIN = "e2e-admin-token-0123456789"
+ADMIN = new_api_key()
 EVER = {"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"}
 
 
@@ -50,7 +50,6 @@ async def _gateway(db: TestDb, sim: Simulation) -> AsyncIterator[Gateway]:
     await close_db()  # the runtime opens the database itself, as in production
     config = GatewayConfig(
         database_url=db.url,
-        admin_token=ADMIN,
         pseudonym_key="e2e-pseudonym-key",
         secret_keys=SECRET_KEYS,
         boroughs_geojson=str(BOROUGHS),
@@ -58,6 +57,7 @@ async def _gateway(db: TestDb, sim: Simulation) -> AsyncIterator[Gateway]:
         poll=False,
     )
     async for gw in running_gateway(config):
+        await issue_api_key(key=ADMIN)
         yield gw
 
 

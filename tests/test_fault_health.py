@@ -20,10 +20,10 @@ from gateway.db import close_db
 from gateway.demo import simulated_operators
 from simulator.cluster import Simulation, start_simulation
 from tests.conftest import TestDb
-from tests.support import SECRET_KEYS, Gateway, running_gateway, shared_path
+from tests.support import SECRET_KEYS, Gateway, issue_api_key, new_api_key, running_gateway, shared_path
 
 BOROUGHS = shared_path("data", "london_boroughs_gla_wgs84.geojson")
-ADMIN = "fault-health-admin-token-01"
+ADMIN = new_api_key()
 
 # (operator, module, fault plan, the code sync health must show; None: the poll succeeds)
 FAULTS: list[tuple[str, str, dict[str, Any], str | None]] = [
@@ -72,7 +72,6 @@ async def gateway(db: TestDb, sim: Simulation) -> AsyncIterator[Gateway]:
     operators = simulated_operators(sim, backfill=timedelta(hours=12).total_seconds(), timeout=1.0)
     config = GatewayConfig(
         database_url=db.url,
-        admin_token=ADMIN,
         pseudonym_key="faults",
         secret_keys=SECRET_KEYS,
         boroughs_geojson=str(BOROUGHS),
@@ -80,6 +79,7 @@ async def gateway(db: TestDb, sim: Simulation) -> AsyncIterator[Gateway]:
         poll=False,
     )
     async for gw in running_gateway(config):
+        await issue_api_key(key=ADMIN)
         yield gw
 
 

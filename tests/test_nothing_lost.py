@@ -21,10 +21,18 @@ from gateway.db import close_db
 from gateway.demo import simulated_operators
 from simulator.cluster import Simulation, start_simulation
 from tests.conftest import TestDb
-from tests.support import SECRET_KEYS, Gateway, assert_holds_exactly_the_operators_records, running_gateway, shared_path
+from tests.support import (
+    SECRET_KEYS,
+    Gateway,
+    assert_holds_exactly_the_operators_records,
+    issue_api_key,
+    new_api_key,
+    running_gateway,
+    shared_path,
+)
 
 BOROUGHS = shared_path("data", "london_boroughs_gla_wgs84.geojson")
-ADMIN = "nothing-lost-admin-token-01"
+ADMIN = new_api_key()
 STEP = timedelta(hours=6)
 BACKFILL = timedelta(hours=6)
 OCPI, OICP = "alpha", "beta"
@@ -57,7 +65,6 @@ async def gateway(db: TestDb, sim: Simulation) -> AsyncIterator[Gateway]:
     await close_db()
     config = GatewayConfig(
         database_url=db.url,
-        admin_token=ADMIN,
         pseudonym_key="nothing-lost",
         secret_keys=SECRET_KEYS,
         boroughs_geojson=str(BOROUGHS),
@@ -65,6 +72,7 @@ async def gateway(db: TestDb, sim: Simulation) -> AsyncIterator[Gateway]:
         poll=False,
     )
     async for gw in running_gateway(config):
+        await issue_api_key(key=ADMIN)
         yield gw
 
 

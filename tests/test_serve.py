@@ -17,9 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.db import close_db, init_db
 from gateway.vault import generate_key
 from simulator.cluster import Simulation, start_simulation
-from tests.support import free_port, shared_path
+from tests.support import free_port, issue_api_key, shared_path
 
 BOROUGHS = shared_path("data", "london_boroughs_gla_wgs84.geojson")
 
@@ -71,9 +72,14 @@ async def test_serve_polls_the_configured_operators(sim: Simulation, tmp_path: P
     env = {
         **os.environ,
         "EVGATE_PSEUDONYM_KEY": "serve-test-key",
-        "EVGATE_ADMIN_TOKEN": "serve-admin",
         "EVGATE_SECRET_KEYS": generate_key(),
     }
+    # An administrator, as `evgate keys create --role admin` would store one, on the gateway's database.
+    await init_db(f"sqlite://{tmp_path / 'gw.sqlite3'}")
+    try:
+        admin = await issue_api_key()
+    finally:
+        await close_db()
     # The most talkative log level: no credential may appear in it even so.
     cmd = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--log-level", "debug"]
     proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -101,7 +107,7 @@ async def test_serve_polls_the_configured_operators(sim: Simulation, tmp_path: P
             sessions = await http.post(
                 "/graphql",
                 json={"query": '{ sessions(from: "2000-01-01T00:00:00Z", to: "2100-01-01T00:00:00Z") { totalCount } }'},
-                headers={"Authorization": "Bearer serve-admin"},
+                headers={"Authorization": f"Bearer {admin}"},
             )
             assert sessions.json()["data"]["sessions"]["totalCount"] > 0
     finally:

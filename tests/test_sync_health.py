@@ -22,9 +22,18 @@ from gateway.config import GatewayConfig, OperatorConfig
 from gateway.db import close_db
 from gateway.models import QuarantinedRecord
 from tests.conftest import TestDb
-from tests.support import SECRET_KEYS, Gateway, ocpi_envelope, running_gateway, scripted_operator, shared_path
+from tests.support import (
+    SECRET_KEYS,
+    Gateway,
+    issue_api_key,
+    new_api_key,
+    ocpi_envelope,
+    running_gateway,
+    scripted_operator,
+    shared_path,
+)
 
-ADMIN = "sync-health-admin-token-0123"
+ADMIN = new_api_key()
 TOKEN = "cpo-credential-7d2f-do-not-leak"
 SESSION = orjson.loads(
     shared_path("fixtures", "ocpi", "2.2.1-bugfixes", "session_example_1_simple_start.json").read_bytes()
@@ -83,13 +92,13 @@ async def gateway(db: TestDb, tmp_path: Path) -> AsyncIterator[tuple[Gateway, di
         op.window = op.backfill + 86400
         config = GatewayConfig(
             database_url=db.url,
-            admin_token=ADMIN,
             pseudonym_key="k",
             secret_keys=SECRET_KEYS,
             operators=[op],
             poll=False,
         )
         async for gw in running_gateway(config):
+            await issue_api_key(key=ADMIN)
             yield gw, state
 
 
