@@ -12,6 +12,7 @@ import logging
 import secrets
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,7 @@ async def run_demo(args: argparse.Namespace) -> None:
     from datetime import timedelta
 
     from gateway.demo import (
+        DEMO_AGREEMENTS,
         DEMO_CADENCES,
         DEMO_FAULT_CYCLE,
         DEMO_FAULTS,
@@ -115,12 +117,15 @@ async def run_demo(args: argparse.Namespace) -> None:
         control_token=control_token,
     )
     faults = asyncio.create_task(cycle_faults(sim.faults[DEMO_FAULTY], DEMO_FAULTS, DEMO_FAULT_CYCLE))
-    operators = simulated_operators(
-        sim,
-        cadences=dict(DEMO_CADENCES),
-        backfill=float(args.backfill_hours) * 3600,
-        window=6 * 3600.0,
-    )
+    operators = [
+        replace(op, agreement=DEMO_AGREEMENTS.get(op.id, {}))  # replace() validates it again
+        for op in simulated_operators(
+            sim,
+            cadences=dict(DEMO_CADENCES),
+            backfill=float(args.backfill_hours) * 3600,
+            window=6 * 3600.0,
+        )
+    ]
     config = GatewayConfig(
         database_url=f"sqlite://{var / 'demo.sqlite3'}",
         host="127.0.0.1",

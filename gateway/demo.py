@@ -32,6 +32,14 @@ DEMO_VARIANTS: dict[str, dict[str, Any]] = {
         "quirks": OcpiQuirks(envelope=False, total_count=False, auth_scheme="Bearer", dates="offset"),
     }
 }
+# What each demo operator shares beyond itself and the hub, so that every role's token shows
+# something different: alpha shares usage with boroughs and partners and costs with partners,
+# beta usage with boroughs only, delta usage with partners only; gamma and OCM share nothing.
+DEMO_AGREEMENTS: dict[str, dict[str, list[str]]] = {
+    "alpha": {"USAGE": ["borough", "partner"], "COMMERCIAL": ["partner"]},
+    "beta": {"USAGE": ["borough"]},
+    "delta": {"USAGE": ["partner"]},
+}
 # One cycle of faults on beta (seconds after the cycle starts): each shows in sync health, then the
 # recovery. `start`/`duration` are wall-clock seconds; the cycle repeats every DEMO_FAULT_CYCLE.
 DEMO_FAULT_CYCLE = 240.0
