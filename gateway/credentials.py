@@ -24,6 +24,7 @@ import string
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from gateway.auth import Principal, Role
 from gateway.models import ApiKey, OAuthClient
@@ -139,20 +140,22 @@ async def create_client(
     if not IDENTIFIER.match(client_id):
         raise CredentialError("a client id is a short identifier (letters, digits, . _ : -)")
     secret = secret or secrets.token_urlsafe(32)
-    await OAuthClient.update_or_create(
-        client_id=client_id,
-        defaults={
-            "secret_hash": hash_secret(secret),
-            "name": name,
-            "role": grant.role.value,
-            "boroughs": list(grant.boroughs),
-            "operator_id": grant.operator_id,
-            "partner_id": grant.partner_id,
-            "scopes": list(grant.scopes),
-            "revoked_at": None,
-        },
-    )
+    await OAuthClient.update_or_create(client_id=client_id, defaults=_stored(name, grant, secret))
     return client_id, secret
+
+
+def _stored(name: str, grant: Grant, secret: str) -> dict[str, Any]:
+    """The columns a client and an API key share: the secret's hash and the grant (un-revoked)."""
+    return {
+        "secret_hash": hash_secret(secret),
+        "name": name,
+        "role": grant.role.value,
+        "boroughs": list(grant.boroughs),
+        "operator_id": grant.operator_id,
+        "partner_id": grant.partner_id,
+        "scopes": list(grant.scopes),
+        "revoked_at": None,
+    }
 
 
 async def list_clients() -> list[OAuthClient]:
@@ -212,19 +215,7 @@ async def create_api_key(name: str, grant: Grant, *, key: str | None = None) -> 
         prefix, secret = parse_api_key(key)
     except CredentialRejected:
         raise CredentialError("an API key reads evg_<prefix>_<secret>") from None
-    await ApiKey.update_or_create(
-        prefix=prefix,
-        defaults={
-            "secret_hash": hash_secret(secret),
-            "name": name,
-            "role": grant.role.value,
-            "boroughs": list(grant.boroughs),
-            "operator_id": grant.operator_id,
-            "partner_id": grant.partner_id,
-            "scopes": list(grant.scopes),
-            "revoked_at": None,
-        },
-    )
+    await ApiKey.update_or_create(prefix=prefix, defaults=_stored(name, grant, secret))
     return key
 
 
