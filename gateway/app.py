@@ -24,19 +24,25 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 
+from gateway.broker import InProcessBroker
 from gateway.cache import CacheSettings, ResponseCache, create_cache, data_version
 from gateway.config import GatewayConfig
 from gateway.db import close_db, connection, init_db
 from gateway.errors import ErrorCode
 from gateway.identity import Identity
 from gateway.limits import Admission, Refused
+from gateway.pull_api import partner_routes
 from gateway.serving import middleware
+from gateway.sse import stream_endpoint
+from gateway.streams import EventHub
+from gateway.webhooks import WebhookService
 from resolvers.context import RequestContext
 from resolvers.schema import MAX_TOKENS, production_schema, schema
 
@@ -73,8 +79,22 @@ class EncodedResult(ExecutionResult):
     body: EncodedResponse = field(default_factory=lambda: EncodedResponse(b""))
 
 
+class TextWebSocketAdapter(ASGIWebSocketAdapter):
+    """graphql-transport-ws messages as text frames (strawberry sends our orjson bytes as binary
+    frames, which clients such as graphql-ws reject). A send after the server closed the socket
+    (a subscriber closed as too far behind, `gateway.streams`) is a disconnection."""
+
+    async def send_json(self, message: Any) -> None:
+        try:
+            await self.ws.send_text(orjson.dumps(message).decode())
+        except (WebSocketDisconnect, RuntimeError) as exc:
+            raise WebSocketDisconnected from exc
+
+
 class GatewayGraphQL(GraphQL[RequestContext, None]):
     """Strawberry's ASGI view with our context, authentication, orjson and the response cache."""
+
+    websocket_adapter_class = TextWebSocketAdapter  # type: ignore[assignment]
 
     def __init__(
         self, config: GatewayConfig, cache: ResponseCache | None = None, admission: Admission | None = None
@@ -225,10 +245,21 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if runtime_factory is not None:
             runtime = await runtime_factory(config)
+            # Live streams (gateway.streams): woken by the runtime's broker after each commit.
+            hub = EventHub(getattr(runtime, "broker", None) or InProcessBroker(), queue_size=config.stream_queue_size)
+            # Partner webhooks (gateway.webhooks) go out from the polling process only.
+            webhooks = WebhookService(config) if config.poll and config.secret_keys else None
             try:
                 await graphql_app.identity.start()  # the token signing key, generated on first start
+                await hub.start()
+                app.state.hub = hub
+                if webhooks is not None:
+                    webhooks.start()
                 yield
             finally:
+                if webhooks is not None:
+                    await webhooks.stop()
+                await hub.stop()
                 await runtime.stop()
         else:
             await init_db(config.database_url)
@@ -251,6 +282,8 @@ def create_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/oauth/token", graphql_app.identity.token_endpoint, methods=["POST"]),
             Route("/.well-known/jwks.json", graphql_app.identity.jwks_endpoint, methods=["GET"]),
+            Route("/events/stream", stream_endpoint(graphql_app.identity), methods=["GET"]),  # SSE (gateway.sse)
+            *partner_routes(graphql_app.identity),  # PULL: /partners/v1/events and its OpenAPI description
         ],
         lifespan=lifespan,
     )

@@ -22,6 +22,8 @@ from gateway.app import create_app
 from gateway.auth import Role
 from gateway.config import GatewayConfig
 from gateway.credentials import CredentialError, CredentialRejected, Grant, new_api_key
+from gateway.partners import PartnerError
+from gateway.partners_cli import add_partner_commands, run_partners
 from gateway.runtime import start_runtime
 from gateway.serving import server_config
 from gateway.vault import SECRET_NAMES, SecretError, generate_key
@@ -361,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("list", "list stored secrets (names only)"), ("rotate", "re-encrypt under the first key")):
         actions.add_parser(name, help=text).add_argument("--config", required=True)
     _add_credential_commands(sub)
+    add_partner_commands(sub)
     return parser
 
 
@@ -376,12 +379,13 @@ def main(argv: list[str] | None = None) -> None:
         "secrets": run_secrets,
         "clients": run_credentials,
         "keys": run_credentials,
+        "partners": run_partners,
     }[args.command]
     try:
         asyncio.run(runner(args))
     except KeyboardInterrupt:
         pass
-    except (SecretError, CredentialError) as exc:  # a configuration problem: say what, without a traceback
+    except (SecretError, CredentialError, PartnerError) as exc:  # a configuration problem: no traceback
         sys.exit(f"evgate: {exc}")
 
 

@@ -226,9 +226,46 @@ class GatewayConfig:
     token_audience: str = "evgate"  # noqa: S105 - an audience name, not a secret
     token_ttl: float = 900.0
     identity_providers: list[IdentityProviderConfig] = field(default_factory=list)
+    # Partner webhooks (gateway.webhooks): attempts before a delivery is dead-lettered, the
+    # exponential backoff between attempts (base and cap, seconds, with jitter), the request
+    # timeout, deliveries per tick, how often the outbox is filled and delivered (seconds), how
+    # long a gap in event ids is waited for (a transaction still committing), and a PEM bundle
+    # trusted for partners' TLS in addition to the system store.
+    webhook_max_attempts: int = 8
+    webhook_backoff_base: float = 10.0
+    webhook_backoff_cap: float = 3600.0
+    webhook_timeout: float = 10.0
+    webhook_batch: int = 200
+    webhook_interval: float = 2.0
+    webhook_gap_wait: float = 30.0
+    webhook_ca_bundle: str | None = None
+    # Scale-out (gateway.broker_redis, gateway.lease): the commit-notification broker, "inprocess"
+    # (one gateway process) or "redis" (several processes on one database, notified through
+    # `redis_url` on `redis_channel`), and the lifetime in seconds of the lease that lets one
+    # process at a time poll an operator (renewed every third of it).
+    broker: str = "inprocess"
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)  # may carry a password
+    redis_channel: str = "evgate:events"
+    lease_ttl: float = 30.0
+    # Live streams (gateway.streams): events a subscriber may have unconsumed before it is closed
+    # as too far behind (WebSocket close code 4429; it resumes with its cursor).
+    stream_queue_size: int = 1000
 
     def __post_init__(self) -> None:
         self._check_identity()
+        self._check_scale_out()
+        if self.webhook_max_attempts < 1 or self.webhook_batch < 1:
+            raise ValueError("webhook_max_attempts and webhook_batch must be at least 1")
+        if not 0 < self.webhook_backoff_base <= self.webhook_backoff_cap or not 0 < self.webhook_timeout <= 120:
+            raise ValueError("webhook backoff needs 0 < base <= cap, and webhook_timeout in (0, 120] seconds")
+
+    def _check_scale_out(self) -> None:
+        if self.broker not in ("inprocess", "redis"):
+            raise ValueError("broker must be 'inprocess' or 'redis'")
+        if not 1 <= self.lease_ttl <= 3600:
+            raise ValueError("lease_ttl must be in [1, 3600] seconds")
+        if not self.redis_channel:
+            raise ValueError("redis_channel must not be empty")
 
     def _check_identity(self) -> None:
         """Identity providers from TOML tables; issuers distinct (a token's `iss` picks who verifies it)."""
@@ -273,6 +310,9 @@ class GatewayConfig:
         self.rate_limit_burst = int(os.environ.get("EVGATE_RATE_LIMIT_BURST", self.rate_limit_burst))
         if "EVGATE_PRODUCTION" in os.environ:
             self.production = os.environ["EVGATE_PRODUCTION"].strip().lower() in ("1", "true", "yes", "on")
+        self.broker = os.environ.get("EVGATE_BROKER", self.broker)
+        self.redis_url = os.environ.get("EVGATE_REDIS_URL", self.redis_url)
+        self._check_scale_out()
         if not self.pseudonym_key:
             raise ValueError("a pseudonym key is required (EVGATE_PSEUDONYM_KEY or gateway.pseudonym_key)")
         return self

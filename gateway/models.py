@@ -235,6 +235,20 @@ class SyncState(Model):
         table = "sync_state"
 
 
+class PollerLease(Model):
+    """Which gateway process polls an operator (`gateway.lease`): one holder at a time, until
+    `expires_at` unless renewed; an expired lease may be taken over by another process."""
+
+    operator_id = fields.CharField(primary_key=True, max_length=64)
+    holder = fields.CharField(max_length=200)  # "host:pid:random:scope" of the holding process
+    token = fields.CharField(max_length=32)  # new at each acquisition (not renewal): the fencing token
+    expires_at = fields.DatetimeField()
+    acquired_at = fields.DatetimeField()
+
+    class Meta:
+        table = "poller_lease"
+
+
 class SyncError(Model):
     """One failed attempt (or one window with quarantined records) of an operator's module.
 
@@ -360,3 +374,50 @@ class GatewayKey(Model):
 
     class Meta:
         table = "gateway_key"
+
+
+class Partner(Model):
+    """A partner of the hub (`gateway.partners`): receives events by webhook (PUSH) and/or pulls
+    them (`/partners/v1/events`), once it has accepted the licence. Its webhook signing secret is
+    stored encrypted (`gateway.vault`), shown once at registration."""
+
+    id = fields.CharField(primary_key=True, max_length=64)
+    name = fields.CharField(max_length=200)
+    scopes = fields.JSONField(default=list)
+    licence_accepted_at = fields.DatetimeField(null=True)
+    webhook_url = fields.CharField(max_length=500, null=True)
+    webhook_secret = fields.TextField(null=True)  # Fernet ciphertext
+    created_at = fields.DatetimeField(auto_now_add=True)
+    disabled_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "partner"
+
+
+class WebhookDelivery(Model):
+    """The webhook outbox: one event owed to one partner, until delivered or dead-lettered."""
+
+    id = fields.BigIntField(primary_key=True)
+    partner_id = fields.CharField(max_length=64)
+    event_id = fields.BigIntField()
+    attempts = fields.IntField(default=0)
+    next_attempt_at = fields.DatetimeField()
+    last_status = fields.IntField(null=True)  # HTTP status of the last attempt (None: no answer)
+    last_error = fields.TextField(null=True)
+    delivered_at = fields.DatetimeField(null=True)
+    dead_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "webhook_delivery"
+        unique_together = (("partner_id", "event_id"),)
+        indexes = (("delivered_at", "dead_at", "next_attempt_at"),)
+
+
+class PartnerCursor(Model):
+    """How far the outbox filler has enqueued the event log for one partner (exact resumption)."""
+
+    partner_id = fields.CharField(primary_key=True, max_length=64)
+    last_enqueued_event_id = fields.BigIntField(default=0)
+
+    class Meta:
+        table = "partner_cursor"

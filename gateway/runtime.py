@@ -18,12 +18,14 @@ from adapters.model import MODULES
 from adapters.ocm import OcmAdapter
 from adapters.ocpi import OcpiAdapter
 from adapters.oicp import OicpAdapter
+from gateway.broker import Broker, InProcessBroker
 from gateway.cache import bump_data_version
 from gateway.config import GatewayConfig, OperatorConfig
 from gateway.db import close_db, init_db
 from gateway.dedupe import mark_duplicates
 from gateway.geo import BoroughIndex
 from gateway.ingest import Ingestor
+from gateway.lease import Lease, process_identity
 from gateway.models import Borough, Operator
 from gateway.pseudonym import Pseudonymizer
 from gateway.scheduler import Adapter, OperatorPoller, RunResult
@@ -40,6 +42,10 @@ class Runtime:
     boroughs: BoroughIndex | None
     pollers: dict[str, OperatorPoller] = field(default_factory=dict)
     clients: list[HttpClient] = field(default_factory=list)
+    # Commit notifications (in-process, or Redis across processes) and this process's identity
+    # as a lease holder (gateway.lease).
+    broker: Broker = field(default_factory=InProcessBroker)
+    holder: str = field(default_factory=process_identity)
 
     async def sync_all(self, modules: tuple[str, ...] = MODULES) -> dict[tuple[str, str], RunResult]:
         """One catch-up run of every operator's modules: operators side by side, as their pollers
@@ -60,7 +66,8 @@ class Runtime:
     async def stop(self) -> None:
         """Stop polling, release HTTP pools, close the database."""
         for poller in self.pollers.values():
-            await poller.stop()
+            await poller.stop()  # releases its lease, if it held one
+        await self.broker.stop()
         for client in self.clients:
             await client.close()
         await close_db()
@@ -141,6 +148,15 @@ async def build_adapter(op: OperatorConfig, vault: SecretStore | None) -> tuple[
     return adapter, client
 
 
+def make_broker(config: GatewayConfig) -> Broker:
+    """The configured broker: in-process, or Redis for several gateway processes."""
+    if config.broker == "redis":
+        from gateway.broker_redis import RedisBroker  # redis is only imported when configured
+
+        return RedisBroker(config.redis_url, config.redis_channel)
+    return InProcessBroker()
+
+
 async def start_runtime(config: GatewayConfig, *, poll: bool | None = None) -> Runtime:
     """Initialise storage and operators; start polling unless `poll` (or the config) says not to."""
     await init_db(config.database_url)
@@ -151,7 +167,9 @@ async def start_runtime(config: GatewayConfig, *, poll: bool | None = None) -> R
         await load_boroughs(boroughs)
     else:
         log.warning("borough boundaries not found at %s: locations will have no borough", path)
-    runtime = Runtime(config=config, boroughs=boroughs)
+    runtime = Runtime(config=config, boroughs=boroughs, broker=make_broker(config))
+    await runtime.broker.start()
+    polling = config.poll if poll is None else poll
     pseudonymize = Pseudonymizer(config.pseudonym_key)
     vault = SecretStore(config.secret_keys) if config.secret_keys else None
     for op in config.operators:
@@ -162,10 +180,18 @@ async def start_runtime(config: GatewayConfig, *, poll: bool | None = None) -> R
             raise SecretError(f"operator {op.id} has credentials but no secret key is configured to store them")
         adapter, client = await build_adapter(op, vault)
         runtime.clients.append(client)
-        runtime.pollers[op.id] = OperatorPoller(op, adapter, Ingestor(op.id, op.protocol, boroughs, pseudonymize))
+        # Polling processes share each operator through a lease; tests driving `sync_all` need none.
+        lease = Lease(op.id, runtime.holder, config.lease_ttl) if polling else None
+        runtime.pollers[op.id] = OperatorPoller(
+            op,
+            adapter,
+            Ingestor(op.id, op.protocol, boroughs, pseudonymize),
+            lease=lease,
+            publish=runtime.broker.publish,
+        )
     # A full pass repairs marks that concurrent windows (PostgreSQL) or a changed configuration left.
     await mark_duplicates()
-    if config.poll if poll is None else poll:
+    if polling:
         for poller in runtime.pollers.values():
             poller.start()
     return runtime

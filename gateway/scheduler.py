@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
@@ -26,7 +26,8 @@ from gateway.config import OperatorConfig
 from gateway.dedupe import mark_duplicates
 from gateway.errors import ErrorCode
 from gateway.ingest import Ingestor, IngestResult
-from gateway.models import SyncError, SyncState
+from gateway.lease import Lease, LeaseLost
+from gateway.models import Event, SyncError, SyncState
 
 log = logging.getLogger("evgate.scheduler")
 T = TypeVar("T")
@@ -115,10 +116,22 @@ def state_id(operator_id: str, module: str) -> str:
 class OperatorPoller:
     """Polls every configured module of one operator."""
 
-    def __init__(self, config: OperatorConfig, adapter: Adapter, ingestor: Ingestor) -> None:
+    def __init__(
+        self,
+        config: OperatorConfig,
+        adapter: Adapter,
+        ingestor: Ingestor,
+        *,
+        lease: Lease | None = None,
+        publish: Callable[[int], Awaitable[None]] | None = None,
+    ) -> None:
         self.config = config
         self.adapter = adapter
         self.ingestor = ingestor
+        # With a lease (several gateway processes), only its holder polls, and a window commits
+        # only while it is held (`gateway.lease`). `publish` announces committed event ids (broker).
+        self.lease = lease
+        self.publish = publish
         self._tasks: list[asyncio.Task[None]] = []
         self._rng = random.Random()
         self.last_delay: dict[str, float] = {}  # module -> the delay before its next run
@@ -147,6 +160,8 @@ class OperatorPoller:
         state = await self._state(module)
         total = IngestResult()
         windows = 0
+        # The acquisition this run works under: a window commits only while it still holds.
+        token = self.lease.token if self.lease is not None else None
         try:
             upper = await self._window_end(state)
             cursor = state.cursor
@@ -156,7 +171,7 @@ class OperatorPoller:
                 if cursor is not None and cursor >= upper:
                     break
                 end = upper if cursor is None else min(upper, cursor + timedelta(seconds=self.config.window))
-                total.add(await self._ingest_window(state, module, cursor, end))
+                total.add(await self._ingest_window(state, module, cursor, end, lease_token=token))
                 windows += 1
                 cursor = end
         except UpstreamError as exc:
@@ -215,7 +230,7 @@ class OperatorPoller:
             await SyncError.filter(id__in=list(stale)).using_db(conn).delete()
 
     async def _ingest_window(
-        self, state: SyncState, module: Module, start: datetime | None, end: datetime
+        self, state: SyncState, module: Module, start: datetime | None, end: datetime, lease_token: str | None = None
     ) -> IngestResult:
         """Crawl one window and commit its records with the new cursor, all or nothing.
 
@@ -241,6 +256,12 @@ class OperatorPoller:
                     # transaction, so a duplicate is never visible between commit and the next run.
                     await mark_duplicates(conn, changed_since=started)
                 await self._commit_cursor(state, end, result, conn)
+                if self.lease is not None:
+                    # Last statement before the commit: still the holder, and the lease row stays
+                    # locked until the commit, so no takeover can slip in between (gateway.lease).
+                    await self.lease.fence(conn, lease_token or "")
+            if result.events:
+                await self._announce()
             if module == "locations" and result.written:
                 # Once more after commit: a window of another operator committing at the same time
                 # (PostgreSQL) was invisible inside; now both are, whichever finished last.
@@ -249,6 +270,17 @@ class OperatorPoller:
         finally:
             await pages.aclose()
         return result
+
+    async def _announce(self) -> None:
+        """Tell the broker that events up to the highest id are committed (after the commit)."""
+        if self.publish is None:
+            return
+        try:
+            highest = await Event.all().order_by("-id").limit(1).values_list("id", flat=True)
+            if highest:
+                await self.publish(int(highest[0]))
+        except Exception:  # a lost notification costs latency, never an event (gateway.broker)
+            log.warning("%s: could not announce committed events", self.config.id, exc_info=True)
 
     async def _commit_cursor(self, state: SyncState, end: datetime, result: IngestResult, conn: Any) -> None:
         """Advance the cursor and counters on `conn`, in the window's transaction."""
@@ -270,7 +302,9 @@ class OperatorPoller:
             await self._log_error(state.module, ErrorCode.RECORD_INVALID.value, message, None, now, conn)
 
     def start(self) -> None:
-        """Start one background loop per module."""
+        """Start one background loop per module (and the lease's renewal, if any)."""
+        if self.lease is not None:
+            self.lease.start()
         for module in self.config.modules:
             self._tasks.append(asyncio.create_task(self._loop(module), name=f"poll:{self.config.id}:{module}"))
 
@@ -280,6 +314,8 @@ class OperatorPoller:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self.lease is not None:
+            await self.lease.stop()  # released: another process takes over at once
 
     async def _loop(self, module: Module) -> None:
         cadence = self.config.cadences.get(module, 300.0)
@@ -287,9 +323,15 @@ class OperatorPoller:
         # Splay: operators and modules do not all fire at once, but the first run comes soon.
         await asyncio.sleep(rng.uniform(0, min(cadence * 0.1, 5.0)))
         while True:
+            if self.lease is not None and not self.lease.is_held():
+                await asyncio.sleep(min(1.0, self.lease.ttl / 6))  # another process polls
+                continue
             try:
                 await self.sync_module(module)
                 delay = cadence * rng.uniform(0.9, 1.1)
+            except LeaseLost:
+                log.info("%s %s: lease lost, window rolled back; another process polls", self.config.id, module)
+                continue
             except UpstreamError:
                 delay = self.last_delay[module]  # recorded with the failure: backoff, Retry-After
             except asyncio.CancelledError:

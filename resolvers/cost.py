@@ -63,6 +63,7 @@ LIST_SIZES: dict[tuple[str, str], int] = {
     ("Connector", "tariffs"): 2,
     ("Cdr", "tariffs"): 2,
     ("Session", "tariffs"): 2,
+    ("PartnerEventPage", "events"): 1000,  # partnerEvents(limit:), at most 1000
 }
 
 _Parent = GraphQLObjectType | GraphQLInterfaceType

@@ -128,7 +128,9 @@ class PolicyExtension(FieldExtension):
         if info.context.needs_agreements(self.data_classes):
             await info.context.load_agreements()
         self._check(source, info)
-        return await next_(source, info, **kwargs)
+        result = next_(source, info, **kwargs)
+        # A subscription's resolver returns its async generator, which is not to be awaited.
+        return await result if inspect.isawaitable(result) else result
 
 
 def protect_fields(fields: list[StrawberryField], owner: StrawberryObjectDefinition) -> list[StrawberryField]:

@@ -16,6 +16,7 @@ import strawberry
 from gateway import catalog, health
 from gateway.policy import DataClass
 from resolvers.filters import LocationFilter, RecordFilter
+from resolvers.partner_events import PartnerEventPage, partner_events
 from resolvers.permissions import protected
 from resolvers.prefetch import prefetch_locations, subselection
 from resolvers.sync_health import ModuleSyncHealth, QuarantinedRecord, QuarantinedRecordConnection
@@ -41,6 +42,7 @@ First = Annotated[int, strawberry.argument(description=f"Page size, 1 to {catalo
 After = Annotated[str | None, strawberry.argument(description="The endCursor of the previous page.")]
 From = Annotated[datetime, strawberry.argument(name="from", description="Inclusive; without an offset, UTC.")]
 To = Annotated[datetime, strawberry.argument(description="Exclusive; without an offset, UTC.")]
+EventCursor = Annotated[strawberry.ID | None, strawberry.argument(description="The `next` of the previous page.")]
 
 
 @strawberry.type
@@ -146,3 +148,15 @@ class Query:
         scope = await info.context.row_scope(DataClass.OPERATIONS)
         page = await health.quarantined(operator_id, module, first, after, scope=scope)
         return connection_of(page, QuarantinedRecord.from_row)
+
+    @strawberry.field(
+        description="The partner event feed after a cursor, oldest first (as GET /partners/v1/events): status "
+        "changes, and session events of the operators whose agreement shares USAGE data with the caller."
+    )
+    async def partner_events(
+        self,
+        info: Info,
+        after: EventCursor = None,
+        limit: Annotated[int, strawberry.argument(description="Page size, 1 to 1000.")] = 100,
+    ) -> PartnerEventPage | None:
+        return await partner_events(info.context, after, limit)

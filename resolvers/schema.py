@@ -37,6 +37,7 @@ from resolvers.cost import CostLimit
 from resolvers.errors import code_errors
 from resolvers.permissions import protect_fields
 from resolvers.queries import Query
+from resolvers.subscriptions import Subscription
 
 MAX_DEPTH = 10
 MAX_ALIASES = 15
@@ -73,6 +74,7 @@ def build_schema(*, introspection: bool = True) -> EvgateSchema:
     rules = LIMIT_RULES if introspection else PRODUCTION_RULES
     return EvgateSchema(
         query=Query,
+        subscription=Subscription,
         config=StrawberryConfig(auto_camel_case=True),
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),

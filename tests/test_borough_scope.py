@@ -182,4 +182,7 @@ def test_usage_is_reachable_only_through_the_scoped_root_lists() -> None:
         ("Query", "cdrs"),
         ("SessionEdge", "node"),  # inside the scoped sessions connection
         ("CdrEdge", "node"),
+        # The live stream: the event hub drops events outside the caller's row scope before they
+        # are sent (gateway.streams; tests/test_subscriptions.py).
+        ("Subscription", "sessionEvents"),
     }
