@@ -50,6 +50,11 @@ Example queries (paste into GraphiQL):
       lastError {{ code message at }} lastSuccess recordsIngested recordsQuarantined }}
     quarantinedRecords(first: 3) {{ totalCount edges {{ node {{ operatorId module reason raw }} }} }} }}
   HTTP header: {{"Authorization": "Bearer {admin}"}}
+
+  # 5. Live sessions as they start and end (a subscription; GraphiQL sends the header in connection_init)
+  subscription {{ sessionEvents(where: {{kinds: ["session.started", "session.completed"]}}) {{
+      cursor kind operatorId boroughCode sessionId evseId status kwh at }} }}
+  HTTP header: {{"Authorization": "Bearer {admin}"}}    (or a partner's or borough's token: fewer events)
 """
 
 

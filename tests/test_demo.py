@@ -4,6 +4,7 @@ in sync health and then the recovery; and no credential appears in the log of th
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import subprocess
@@ -12,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import orjson
+import websockets
 
 from simulator.sites import operator_spec
 from tests.demo_process import demo_process, operator_location_counts
@@ -30,6 +33,25 @@ def _wait(check: Callable[[], bool], seconds: float, proc: subprocess.Popen, log
         assert proc.poll() is None, log.read_text()[-5000:]
         time.sleep(1)
     raise AssertionError(f"not within {seconds} s")
+
+
+async def _live_session_events(port: int, token: str, want: int, seconds: float) -> list[dict]:
+    """The first `want` session events a live subscription receives from the demo."""
+    query = "subscription { sessionEvents { cursor kind operatorId sessionId } }"
+    url = f"ws://127.0.0.1:{port}/graphql"
+    events: list[dict] = []
+    async with websockets.connect(url, subprotocols=["graphql-transport-ws"], open_timeout=10) as ws:
+        init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
+        await ws.send(orjson.dumps(init).decode())
+        assert orjson.loads(await ws.recv())["type"] == "connection_ack"
+        await ws.send(orjson.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}).decode())
+        async with asyncio.timeout(seconds):
+            while len(events) < want:
+                message = orjson.loads(await ws.recv())
+                assert message["type"] == "next", message
+                assert "errors" not in message["payload"], message
+                events.append(message["payload"]["data"]["sessionEvents"])
+    return events
 
 
 def test_demo_serves_every_source_and_shows_faults_and_recovery(tmp_path: Path) -> None:
@@ -84,6 +106,11 @@ def test_demo_serves_every_source_and_shows_faults_and_recovery(tmp_path: Path) 
         assert httpx.delete(f"{control}/beta", headers=control_auth, timeout=5).status_code == 200
         _wait(lambda: all(h["healthy"] for h in health()), 60, proc, log)
         assert failing()  # the fault stays on record, older than the recovery
+
+        # Live sessions flow to a subscription (graphql-transport-ws, credentials in connection_init).
+        events = asyncio.run(_live_session_events(port, admin, want=3, seconds=60))
+        assert len(events) == 3 and [e["cursor"] for e in events] == sorted(e["cursor"] for e in events)
+        assert {e["kind"] for e in events} <= {"session.started", "session.updated", "session.completed"}
     output = log.read_text()
     assert f"http://127.0.0.1:{port}/graphql" in output and "Bearer " in output
     assert "POST /graphql" in output  # the debug log really is in the output
