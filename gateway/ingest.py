@@ -292,7 +292,7 @@ class Ingestor:
         changed = [
             (row, latest[row["uid"]])
             for row in stored
-            if row["status"] != latest[row["uid"]].status and latest[row["uid"]].last_updated > row["status_since"]
+            if row["status"] != latest[row["uid"]].status and latest[row["uid"]].last_updated >= row["status_since"]
         ]
         if not changed:
             return result
