@@ -174,13 +174,23 @@ class Subscriber:
         self.last_id: int | None = None  # the last id yielded to the consumer
         self.closing: asyncio.Future[None] | None = None  # what on_overflow started (closing a socket)
         self.ended = False  # the hub stopped: the stream ends normally
+        self.replaying = False  # reading the log before going live
+        self.replay_further = False  # live events overflowed during the replay: read the log on
 
     def admits(self, ev: StreamEvent) -> bool:
         return ev.kind in self.kinds and self.where.matches(ev) and self.scope.admits(ev.operator_id, ev.borough_code)
 
     def offer(self, ev: StreamEvent) -> bool:
-        """Buffer an event; False when the buffer was full (the subscriber is then failed)."""
+        """Buffer an event; False when the buffer was full (the subscriber is then failed).
+
+        While the subscriber is still replaying the log, a full buffer is not a failure: the
+        buffered events are in the log too, so they are dropped and the replay reaches further.
+        """
         if len(self.buffer) >= self.bound:
+            if self.replaying:
+                self.buffer.clear()
+                self.replay_further = True
+                return True
             self.fail()
             return False
         self.buffer.append(ev)
@@ -394,11 +404,22 @@ class EventHub:
         start = self.position
         try:
             if after is not None and after < start and sub.kinds:
-                async for ev in self._replay(sub, after, start):
-                    sub.last_id = ev.id
-                    yield ev
-                    if sub.failed is not None:
+                sub.replaying = True
+                cursor, until = after, start
+                for _ in range(10_000):  # each round ends at the hub's position when it began
+                    async for ev in self._replay(sub, cursor, until):
+                        sub.last_id = ev.id
+                        yield ev
+                        if sub.failed is not None:
+                            break
+                    if not sub.replay_further or sub.failed is not None:
                         break
+                    # Live events overflowed while we read: those up to the hub's position now are
+                    # in the log; later ones are buffered again (dispatch follows the position).
+                    sub.replay_further = False
+                    cursor, until = until, self.position
+                    start = until
+                sub.replaying = False
             sub.last_id = max(sub.last_id or 0, after or 0, start)
             while sub.failed is None and not sub.ended:
                 if not sub.buffer:

@@ -494,3 +494,24 @@ async def test_pull_never_hands_out_a_cursor_past_an_uncommitted_event(db: TestD
         assert [r["id"] for r in rows] == [early["id"], late["id"]] and cursor == late["id"]
     finally:
         await hub.stop()
+
+
+async def test_live_events_overflowing_during_a_replay_are_read_from_the_log(db: TestDb) -> None:
+    row = {"kind": "evse.status_changed", "operator_id": "op", "subject_id": "e", "payload": {}}
+    await Event.bulk_create([Event(**row, created_at=datetime.now(UTC)) for _ in range(20)])
+    hub = EventHub(InProcessBroker(), queue_size=3, poll_interval=60)
+    await hub.start()
+    admin = Principal(role=Role.ADMIN, subject="admin")
+    try:
+        events = await hub.subscribe(Stream.STATUS, EventWhere(), 0, admin)
+        got = [(await anext(events)).id]  # replaying the log now
+        # Ten more events go live while the replay is under way: three times the buffer.
+        await Event.bulk_create([Event(**row, created_at=datetime.now(UTC)) for _ in range(10)])
+        await hub.catch_up()
+        async with asyncio.timeout(10):
+            while len(got) < 30:
+                got.append((await anext(events)).id)
+        assert got == await logged(0, frozenset({"evse.status_changed"}))  # all 30, in order, once
+        await events.aclose()
+    finally:
+        await hub.stop()
