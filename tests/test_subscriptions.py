@@ -543,14 +543,18 @@ async def test_live_events_overflowing_during_a_replay_are_read_from_the_log(db:
 async def test_a_client_closed_as_too_far_behind_resumes_and_misses_nothing(db: TestDb, sim: Simulation) -> None:
     # A queue of one event: every commit of several events closes the subscriber with 4429.
     async for gw in _gateway(db, sim, stream_queue_size=1):
-        await gw.runtime.sync_all()
-        start = await max_event_id()
-        sub = Collector(gw, ADMIN, SESSION_EVENTS, {"after": str(start)})
-        await asyncio.sleep(0.3)
-        await step(gw, sim, 3)
-        want = await logged(start)
-        await sub.until(lambda s=sub, n=len(want): len(s.received) >= n)
-        await asyncio.sleep(0.3)
-        assert sub.resumed > 0  # it really was closed, and came back with its cursor
-        assert sub.ids == want  # in order, nothing missed, nothing twice
-        await sub.stop()
+        await _follow_through_closes(gw, sim)
+
+
+async def _follow_through_closes(gw: Gateway, sim: Simulation) -> None:
+    await gw.runtime.sync_all()
+    start = await max_event_id()
+    sub = Collector(gw, ADMIN, SESSION_EVENTS, {"after": str(start)})
+    await asyncio.sleep(0.3)
+    await step(gw, sim, 3)
+    want = await logged(start)
+    await sub.until(lambda: len(sub.received) >= len(want))
+    await asyncio.sleep(0.3)
+    assert sub.resumed > 0  # it really was closed, and came back with its cursor
+    assert sub.ids == want  # in order, nothing missed, nothing twice
+    await sub.stop()
