@@ -166,7 +166,9 @@ class Collector:
     def ids(self) -> list[int]:
         return [int(r["id"]) for r in self.received]
 
-    async def until(self, condition: Callable[[], bool], seconds: float = 30) -> None:
+    # Longer than the hub's longest wait at a hole (60 s): on a loaded PostgreSQL a transaction
+    # that began before a hole can keep it open that long, and the events then arrive late, not never.
+    async def until(self, condition: Callable[[], bool], seconds: float = 90) -> None:
         for _ in range(int(seconds / 0.05)):
             if condition() or self.task.done():
                 break
