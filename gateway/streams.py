@@ -349,8 +349,9 @@ class EventHub:
             return waited >= self.hole_grace
         try:
             rows = await connection().execute_query_dict(
+                # Client backends only: autovacuum and other workers never hold event ids.
                 "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid() AND (xact_start <= $1 "
+                "AND backend_type = 'client backend' AND pid <> pg_backend_pid() AND (xact_start <= $1 "
                 "OR (xact_start IS NULL AND query = '<insufficient privilege>'))",
                 [db_seen],
             )
