@@ -21,9 +21,10 @@ from starlette.applications import Starlette
 
 from gateway.app import create_app
 from gateway.auth import Role
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, OperatorConfig
 from gateway.credentials import create_api_key, create_client, make_grant
 from gateway.credentials import new_api_key as new_api_key  # `ADMIN = new_api_key()`, then issue_api_key(key=ADMIN)
+from gateway.db import close_db
 from gateway.models import Cdr, Event, Session
 from gateway.runtime import Runtime, start_runtime
 from gateway.tokens import TokenService
@@ -192,6 +193,32 @@ async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
 
     async for url in serve(create_app(config, runtime_factory=factory)):
         yield Gateway(url, holder["runtime"], config)
+
+
+async def simulated_gateway(
+    database_url: str,
+    operators: list[OperatorConfig],
+    *,
+    admin: str | None = None,
+    **settings: Any,
+) -> AsyncIterator[Gateway]:
+    """`running_gateway` on `database_url` for simulated `operators` (`gateway.demo.
+    simulated_operators`), with the shared borough boundaries and test secrets; `admin`, when
+    given, is made an administrator's API key once the gateway is up."""
+    await close_db()  # the runtime opens the database itself, as in production
+    config = GatewayConfig(
+        database_url=database_url,
+        pseudonym_key="test-pseudonym-key",
+        secret_keys=SECRET_KEYS,
+        boroughs_geojson=str(shared_path("data", "london_boroughs_gla_wgs84.geojson")),
+        operators=operators,
+        poll=False,
+        **settings,
+    )
+    async for gw in running_gateway(config):
+        if admin is not None:
+            await issue_api_key(key=admin)
+        yield gw
 
 
 async def assert_holds_exactly_the_operators_records(

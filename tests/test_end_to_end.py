@@ -13,8 +13,6 @@ from typing import Any
 import pytest
 
 from adapters.http import UpstreamError
-from gateway.config import GatewayConfig
-from gateway.db import close_db
 from gateway.demo import simulated_operators
 from gateway.models import (
     Cdr,
@@ -30,7 +28,12 @@ from gateway.models import (
 )
 from simulator.cluster import Simulation, start_simulation
 from tests.conftest import TestDb
-from tests.support import SECRET_KEYS, Gateway, issue_api_key, new_api_key, running_gateway, shared_path
+from tests.support import (
+    Gateway,
+    new_api_key,
+    shared_path,
+    simulated_gateway,
+)
 
 BOROUGHS = shared_path("data", "london_boroughs_gla_wgs84.geojson")
 ADMIN = new_api_key()
@@ -47,17 +50,8 @@ async def sim() -> AsyncIterator[Simulation]:
 
 
 async def _gateway(db: TestDb, sim: Simulation) -> AsyncIterator[Gateway]:
-    await close_db()  # the runtime opens the database itself, as in production
-    config = GatewayConfig(
-        database_url=db.url,
-        pseudonym_key="e2e-pseudonym-key",
-        secret_keys=SECRET_KEYS,
-        boroughs_geojson=str(BOROUGHS),
-        operators=simulated_operators(sim, backfill=timedelta(days=4).total_seconds()),
-        poll=False,
-    )
-    async for gw in running_gateway(config):
-        await issue_api_key(key=ADMIN)
+    operators = simulated_operators(sim, backfill=timedelta(days=4).total_seconds())
+    async for gw in simulated_gateway(db.url, operators, admin=ADMIN):
         yield gw
 
 

@@ -15,12 +15,15 @@ from typing import Any
 import pytest
 
 from adapters.http import UpstreamError
-from gateway.config import GatewayConfig
-from gateway.db import close_db
 from gateway.demo import simulated_operators
 from simulator.cluster import Simulation, start_simulation
 from tests.conftest import TestDb
-from tests.support import SECRET_KEYS, Gateway, issue_api_key, new_api_key, running_gateway, shared_path
+from tests.support import (
+    Gateway,
+    new_api_key,
+    shared_path,
+    simulated_gateway,
+)
 
 BOROUGHS = shared_path("data", "london_boroughs_gla_wgs84.geojson")
 ADMIN = new_api_key()
@@ -68,18 +71,8 @@ async def sim() -> AsyncIterator[Simulation]:
 
 @pytest.fixture
 async def gateway(db: TestDb, sim: Simulation) -> AsyncIterator[Gateway]:
-    await close_db()
     operators = simulated_operators(sim, backfill=timedelta(hours=12).total_seconds(), timeout=1.0)
-    config = GatewayConfig(
-        database_url=db.url,
-        pseudonym_key="faults",
-        secret_keys=SECRET_KEYS,
-        boroughs_geojson=str(BOROUGHS),
-        operators=operators,
-        poll=False,
-    )
-    async for gw in running_gateway(config):
-        await issue_api_key(key=ADMIN)
+    async for gw in simulated_gateway(db.url, operators, admin=ADMIN):
         yield gw
 
 

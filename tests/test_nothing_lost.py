@@ -16,19 +16,15 @@ from datetime import datetime, timedelta
 import pytest
 
 from adapters.http import UpstreamError
-from gateway.config import GatewayConfig
-from gateway.db import close_db
 from gateway.demo import simulated_operators
 from simulator.cluster import Simulation, start_simulation
 from tests.conftest import TestDb
 from tests.support import (
-    SECRET_KEYS,
     Gateway,
     assert_holds_exactly_the_operators_records,
-    issue_api_key,
     new_api_key,
-    running_gateway,
     shared_path,
+    simulated_gateway,
 )
 
 BOROUGHS = shared_path("data", "london_boroughs_gla_wgs84.geojson")
@@ -62,17 +58,8 @@ async def sim() -> AsyncIterator[Simulation]:
 
 @pytest.fixture
 async def gateway(db: TestDb, sim: Simulation) -> AsyncIterator[Gateway]:
-    await close_db()
-    config = GatewayConfig(
-        database_url=db.url,
-        pseudonym_key="nothing-lost",
-        secret_keys=SECRET_KEYS,
-        boroughs_geojson=str(BOROUGHS),
-        operators=simulated_operators(sim, backfill=BACKFILL.total_seconds(), window=STEP.total_seconds()),
-        poll=False,
-    )
-    async for gw in running_gateway(config):
-        await issue_api_key(key=ADMIN)
+    operators = simulated_operators(sim, backfill=BACKFILL.total_seconds(), window=STEP.total_seconds())
+    async for gw in simulated_gateway(db.url, operators, admin=ADMIN):
         yield gw
 
 

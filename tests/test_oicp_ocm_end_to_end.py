@@ -13,13 +13,11 @@ from datetime import timedelta
 
 import pytest
 
-from gateway.config import GatewayConfig
-from gateway.db import close_db
 from gateway.demo import simulated_operators
 from gateway.models import Evse, Location
 from simulator.cluster import Simulation, start_simulation
 from tests.conftest import TestDb
-from tests.support import SECRET_KEYS, Gateway, running_gateway, shared_path
+from tests.support import Gateway, shared_path, simulated_gateway
 
 BOROUGHS = shared_path("data", "london_boroughs_gla_wgs84.geojson")
 OICP_STATUS = {
@@ -53,16 +51,8 @@ async def sim() -> AsyncIterator[Simulation]:
 
 @pytest.fixture
 async def gateway(db: TestDb, sim: Simulation) -> AsyncIterator[Gateway]:
-    await close_db()
-    config = GatewayConfig(
-        database_url=db.url,
-        pseudonym_key="e2e",
-        secret_keys=SECRET_KEYS,
-        boroughs_geojson=str(BOROUGHS),
-        operators=simulated_operators(sim, backfill=timedelta(days=1).total_seconds()),
-        poll=False,
-    )
-    async for gw in running_gateway(config):
+    operators = simulated_operators(sim, backfill=timedelta(days=1).total_seconds())
+    async for gw in simulated_gateway(db.url, operators):
         await gw.runtime.sync_all()
         yield gw
 

@@ -29,15 +29,20 @@ from gql.transport.websockets import WebsocketsTransport
 
 from gateway.auth import Principal, Role
 from gateway.broker import InProcessBroker
-from gateway.config import GatewayConfig
-from gateway.db import close_db, connection
+from gateway.db import connection
 from gateway.demo import simulated_operators
 from gateway.models import Event
 from gateway.partners import visible_events
 from gateway.streams import CLOSE_TOO_FAR_BEHIND, SESSION_KINDS, EventHub, EventWhere, Stream, settled_position
 from simulator.cluster import Simulation, start_simulation
 from tests.conftest import TestDb
-from tests.support import SECRET_KEYS, Gateway, issue_api_key, new_api_key, running_gateway, shared_path
+from tests.support import (
+    Gateway,
+    issue_api_key,
+    new_api_key,
+    shared_path,
+    simulated_gateway,
+)
 
 BOROUGHS = shared_path("data", "london_boroughs_gla_wgs84.geojson")
 ADMIN = new_api_key()
@@ -64,25 +69,11 @@ async def sim() -> AsyncIterator[Simulation]:
         await simulation.stop()
 
 
-def _config(db: TestDb, sim: Simulation, **settings: Any) -> GatewayConfig:
+async def _gateway(db: TestDb, sim: Simulation, **settings: Any) -> AsyncIterator[Gateway]:
     operators = simulated_operators(sim, backfill=timedelta(days=2).total_seconds())
     # The first operator shares its usage data with boroughs; the others with no one.
     operators[0] = dataclasses.replace(operators[0], agreement={"USAGE": ["borough"]})
-    return GatewayConfig(
-        database_url=db.url,
-        pseudonym_key="streams-pseudonym-key",
-        secret_keys=SECRET_KEYS,
-        boroughs_geojson=str(BOROUGHS),
-        operators=operators,
-        poll=False,
-        **settings,
-    )
-
-
-async def _gateway(db: TestDb, sim: Simulation, **settings: Any) -> AsyncIterator[Gateway]:
-    await close_db()  # the runtime opens the database itself
-    async for gw in running_gateway(_config(db, sim, **settings)):
-        await issue_api_key(key=ADMIN)
+    async for gw in simulated_gateway(db.url, operators, admin=ADMIN, **settings):
         yield gw
 
 
